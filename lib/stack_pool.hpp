@@ -1,0 +1,38 @@
+// lib/stack_pool.hpp — the stack allocator shared by greenlets and tasks (see include/tendril/stack.hpp).
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace tendril::detail {
+
+// One stack: [guard page][usable bytes], `top` is the highest address (stacks grow down).
+struct stack_block {
+  char* top = nullptr;
+  std::size_t size = 0;  // usable bytes
+};
+
+// Rounds `size` (0 = default) up to whole pages.
+std::size_t usable_stack_size(std::size_t size) noexcept;
+
+// A stack from the calling thread's pool, or a new mapping. Throws std::bad_alloc if mmap fails.
+stack_block allocate_stack(std::size_t size);
+// Returns a stack to the calling thread's pool (or unmaps it when the pool is full or gone).
+void free_stack(stack_block block) noexcept;
+
+// What the stack-overflow handler reports for the stack the thread is running on.
+struct stack_label {
+  std::string name;               // "greenlet", a task's name...
+  const char* guard_low = nullptr;  // the guard page's range
+  const char* guard_high = nullptr;
+  std::size_t size = 0;
+};
+
+// The label of the stack the calling thread runs on now (null: the thread's own stack). Every context switch
+// sets it; the SIGSEGV handler reads it.
+const stack_label* current_stack_label() noexcept;
+void set_current_stack_label(const stack_label* label) noexcept;
+// Fills `label` for `block`.
+void label_stack(stack_label& label, const stack_block& block) noexcept;
+
+}  // namespace tendril::detail
