@@ -1,0 +1,128 @@
+// tendril/generator.hpp — Python-style generators built on greenlets.
+//
+//   tendril::generator<int> inner([](tendril::yielder<int>& yield) { yield(3); yield(4); });
+//   tendril::generator<int> outer([&](tendril::yielder<int>& yield) {
+//     yield(1);
+//     yield.from(inner);   // Python's `yield from`
+//     yield(2);
+//   });
+//   for (int x : outer) std::printf("%d\n", x);   // 1 3 4 2
+//
+// The body runs on its own greenlet (its own stack) and can call yield from any depth of nested calls.
+// Consume with range-for or next() (std::nullopt once the body has returned). An exception thrown by the body
+// reaches the consumer at the next()/iteration that resumed it. Destroying a generator that has not finished
+// kills its greenlet: greenlet_exit is thrown at the pending yield so the body's destructors run.
+//
+// A generator belongs to the thread or task that created it; consuming it elsewhere throws greenlet_error.
+// It is move-only.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "tendril/greenlet.hpp"
+
+namespace tendril {
+
+template <class T>
+class generator;
+
+// Handed to a generator's body: call it to produce a value.
+template <class T>
+class yielder {
+ public:
+  // Hands `v` to the consumer and suspends the body until the next value is asked for.
+  void operator()(T v) {
+    state_->slot.emplace(std::move(v));
+    // Switch to whoever asked for the value (the parent is set to the consumer on every next()).
+    greenlet consumer = *greenlet::current().parent();
+    consumer.switch_();
+  }
+  // Yields every value of `other` (Python's `yield from`).
+  void from(generator<T>& other) {
+    while (std::optional<T> v = other.next()) (*this)(std::move(*v));
+  }
+  void from(generator<T>&& other) { from(other); }
+
+ private:
+  friend class generator<T>;
+  struct state {
+    std::optional<T> slot;
+  };
+  explicit yielder(std::shared_ptr<state> s) : state_(std::move(s)) {}
+  std::shared_ptr<state> state_;
+};
+
+template <class T>
+class generator {
+ public:
+  using body_type = std::function<void(yielder<T>&)>;
+
+  explicit generator(body_type body, stack_options stack = {})
+      : state_(std::make_shared<typename yielder<T>::state>()),
+        body_(make_body(state_, std::move(body)), std::nullopt, std::move(stack)) {}
+
+  generator(generator&&) noexcept = default;
+  generator& operator=(generator&&) noexcept = default;
+  generator(const generator&) = delete;
+  generator& operator=(const generator&) = delete;
+
+  // The next value, or std::nullopt once the body has returned. Rethrows what the body throws.
+  std::optional<T> next() {
+    if (body_.dead()) return std::nullopt;
+    body_.set_parent(greenlet::current());
+    state_->slot.reset();
+    body_.switch_();
+    std::optional<T> v = std::move(state_->slot);
+    state_->slot.reset();
+    return v;
+  }
+
+  // True once the body has returned or thrown.
+  bool done() const noexcept { return body_.dead(); }
+
+  class iterator {
+   public:
+    using iterator_category = std::input_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = T*;
+    using reference = T&;
+
+    iterator() = default;
+    explicit iterator(generator* g) : gen_(g) { advance(); }
+    T& operator*() { return *current_; }
+    T* operator->() { return &*current_; }
+    iterator& operator++() {
+      advance();
+      return *this;
+    }
+    void operator++(int) { advance(); }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.current_.has_value(); }
+
+   private:
+    void advance() { current_ = gen_->next(); }
+    generator* gen_ = nullptr;
+    std::optional<T> current_;
+  };
+
+  iterator begin() { return iterator(this); }
+  std::default_sentinel_t end() { return {}; }
+
+ private:
+  static auto make_body(std::shared_ptr<typename yielder<T>::state> st, body_type body) {
+    return [st = std::move(st), body = std::move(body)]() mutable {
+      yielder<T> y(st);
+      body(y);
+    };
+  }
+
+  std::shared_ptr<typename yielder<T>::state> state_;
+  greenlet body_;
+};
+
+}  // namespace tendril

@@ -1,0 +1,59 @@
+// tendril/detail/wait_queue.hpp — the one suspension primitive behind every blocking call (internal).
+//
+// Not part of the public API; public headers' templates (futures, channels, tasks...) are built on it.
+//
+// A wait_queue is a list of parked tasks, protected by a std::mutex that belongs to the object using it (a
+// channel, a future...). wait() parks the calling task — or the thread's main context when no task runs — with
+// an optional deadline; it is woken by notify_one()/notify_all(), by the deadline, or by cancel() of the task.
+// Nothing else wakes it, which is what makes cancellation and timeouts uniform across tendril.
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+
+#include "tendril/export.hpp"
+
+namespace tendril {
+
+// All tendril timeouts use the steady clock. std::chrono::seconds, milliseconds... convert implicitly.
+using duration = std::chrono::steady_clock::duration;
+using time_point = std::chrono::steady_clock::time_point;
+
+namespace detail {
+
+struct waiter;
+struct wait_queue_access;
+
+class TENDRIL_API wait_queue {
+ public:
+  wait_queue() = default;
+  wait_queue(const wait_queue&) = delete;
+  wait_queue& operator=(const wait_queue&) = delete;
+
+  // Preconditions: `lk` owns the mutex that protects this queue.
+  // Effects: releases lk, parks until notified, `deadline` passes, or the task is cancelled; relocks lk.
+  // Returns: true if notified, false if the deadline passed.
+  // Throws: task_cancelled if the calling task is cancelled; timeout_error if an enclosing tendril::timeout
+  // scope expires. lk is locked again in every case.
+  bool wait(std::unique_lock<std::mutex>& lk, std::optional<time_point> deadline = std::nullopt);
+
+  // Wake one / all parked waiters. Precondition: the protecting mutex is held.
+  void notify_one() noexcept;
+  void notify_all() noexcept;
+  bool empty() const noexcept { return head_ == nullptr; }
+
+ private:
+  friend struct wait_queue_access;
+  waiter* head_ = nullptr;
+  waiter* tail_ = nullptr;
+};
+
+// Converts an optional relative timeout to a deadline.
+inline std::optional<time_point> deadline_after(std::optional<duration> d) {
+  if (!d) return std::nullopt;
+  return std::chrono::steady_clock::now() + *d;
+}
+
+}  // namespace detail
+}  // namespace tendril

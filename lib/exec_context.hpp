@@ -1,0 +1,59 @@
+// lib/exec_context.hpp — what tendril keeps per running task (or per thread's main context), and park().
+//
+// park() is the single suspension primitive: every blocking call parks the current execution context with an
+// optional deadline, and it is woken by waiter::notify() (an event), the deadline, or cancellation.
+#pragma once
+
+#include <boost/fiber/detail/spinlock.hpp>
+#include <boost/fiber/waker.hpp>
+
+#include <mutex>
+#include <optional>
+
+#include "exception_state.hpp"
+#include "greenlet_domain.hpp"
+#include "stack_pool.hpp"
+#include "tendril/detail/wait_queue.hpp"
+#include "tendril/scheduler.hpp"
+
+namespace tendril::detail {
+
+struct exec_context {
+  task_base* task = nullptr;  // null for a thread's main context
+  std::mutex lock;            // guards parked and cancel_pending
+  waiter* parked = nullptr;
+  bool cancel_pending = false;
+  tendril::timeout* timeouts = nullptr;  // innermost open timeout scope
+  duration expired_scope_length{};        // for the timeout_error message
+  greenlet_domain* domain = nullptr;     // the task's greenlets, created on first use
+  stack_label label;
+};
+
+// A parked context. Lives on the parked context's stack.
+struct waiter {
+  enum class outcome { waiting, notified, timed_out, cancelled, scope_timeout };
+
+  // Wakes the parked context with `why` unless it was already woken. Returns true if this call woke it.
+  bool notify(outcome why) noexcept;
+
+  boost::fibers::detail::spinlock spin;
+  boost::fibers::waker waker;
+  outcome state = outcome::waiting;
+  // Links in a wait_queue (protected by the queue's mutex).
+  wait_queue* queue = nullptr;
+  waiter* prev = nullptr;
+  waiter* next = nullptr;
+};
+
+// The context running now (the thread's main context when no task runs). Installs the scheduler if needed.
+exec_context& current_exec();
+
+// Parks the current context until w is notified, `deadline` (or an enclosing timeout scope) passes, or the task
+// is cancelled. `outer`, if given, is unlocked once the context is committed to parking and relocked before
+// returning. Returns the outcome; never throws.
+waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept;
+
+// Throws task_cancelled / timeout_error for those outcomes.
+void throw_for(waiter::outcome o, exec_context& ctx);
+
+}  // namespace tendril::detail

@@ -1,0 +1,152 @@
+// lib/fiber_algorithm.cpp — tendril's Boost.Fiber scheduling algorithm, with the epoll reactor inside it.
+//
+// The only file that implements boost::fibers::algo::algorithm. Round-robin over ready fibers, plus:
+//  - suspend_until() waits in epoll_wait() until the earliest fiber deadline (sleeps, timed waits and the curl
+//    driver's timer are all fiber deadlines), an fd event, or notify();
+//  - notify() writes an eventfd, so a fiber made ready from another OS thread wakes the loop;
+//  - while fibers stay runnable, the reactor is polled without blocking once per round of the ready queue, so
+//    I/O never starves behind busy tasks.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <boost/fiber/algo/algorithm.hpp>
+#include <boost/fiber/context.hpp>
+#include <boost/fiber/operations.hpp>
+#include <boost/fiber/scheduler.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <system_error>
+
+#include "reactor.hpp"
+
+namespace tendril::detail {
+
+reactor::reactor() {
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) throw std::system_error(errno, std::generic_category(), "tendril: epoll_create1");
+  event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd_ < 0) {
+    ::close(epoll_fd_);
+    throw std::system_error(errno, std::generic_category(), "tendril: eventfd");
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // nullptr marks the eventfd
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev);
+}
+
+reactor::~reactor() {
+  ::close(event_fd_);
+  ::close(epoll_fd_);
+}
+
+void reactor::watch(int fd, std::uint32_t events, io_source* source) {
+  epoll_event ev{};
+  ev.events = events;
+  ev.data.ptr = source;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0) return;
+  if (errno == EEXIST && ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) == 0) return;
+  throw std::system_error(errno, std::generic_category(), "tendril: epoll_ctl(fd " + std::to_string(fd) + ")");
+}
+
+void reactor::unwatch(int fd) noexcept { ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+int reactor::poll(int timeout_ms) noexcept {
+  epoll_event events[128];
+  int n = ::epoll_wait(epoll_fd_, events, 128, timeout_ms);
+  if (n <= 0) return 0;
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.ptr == nullptr) {
+      std::uint64_t count;
+      while (::read(event_fd_, &count, sizeof count) > 0) {
+      }
+      continue;
+    }
+    static_cast<io_source*>(events[i].data.ptr)->on_ready(events[i].events);
+  }
+  return n;
+}
+
+void reactor::interrupt() noexcept {
+  std::uint64_t one = 1;
+  ssize_t r = ::write(event_fd_, &one, sizeof one);
+  (void)r;  // EAGAIN means a wake-up is already pending
+}
+
+namespace {
+
+namespace fibers = boost::fibers;
+
+class reactor_algorithm final : public fibers::algo::algorithm {
+ public:
+  void awakened(fibers::context* ctx) noexcept override {
+    ctx->ready_link(ready_);
+    // The dispatcher context is not work: counting it would make has_ready_fibers() always true and spin the
+    // CPU at 100% (Boost.Fiber issue #98).
+    if (!ctx->is_context(fibers::type::dispatcher_context)) ++ready_count_;
+  }
+
+  fibers::context* pick_next() noexcept override {
+    // Once per round of the ready queue, look at I/O without blocking, so busy tasks never starve it.
+    if (++picks_since_poll_ >= round_length_) {
+      picks_since_poll_ = 0;
+      reactor_.poll(0);
+      round_length_ = std::max<std::size_t>(1, ready_count_);
+    }
+    if (ready_.empty()) return nullptr;
+    fibers::context* ctx = &ready_.front();
+    ready_.pop_front();
+    if (!ctx->is_context(fibers::type::dispatcher_context)) --ready_count_;
+    return ctx;
+  }
+
+  bool has_ready_fibers() const noexcept override { return ready_count_ > 0; }
+
+  void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override {
+    // Never block on fiber primitives here: this runs on the dispatcher with no fiber to switch to.
+    int timeout_ms = -1;
+    if (deadline != std::chrono::steady_clock::time_point::max()) {
+      auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) {
+        timeout_ms = 0;
+      } else {
+        // Round up so a deadline is never reported early.
+        auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+        timeout_ms = static_cast<int>(std::min<long long>(ms, 24LL * 3600 * 1000));
+      }
+    }
+    reactor_.poll(timeout_ms);
+    picks_since_poll_ = 0;
+  }
+
+  void notify() noexcept override { reactor_.interrupt(); }
+
+  reactor& get_reactor() noexcept { return reactor_; }
+
+ private:
+  fibers::scheduler::ready_queue_type ready_;
+  std::size_t ready_count_ = 0;
+  std::size_t picks_since_poll_ = 0;
+  std::size_t round_length_ = 1;
+  // Owned by the algorithm, which Boost.Fiber's scheduler owns: it outlives every fiber, and stays alive while
+  // the scheduler still calls the algorithm during thread teardown.
+  reactor reactor_;
+};
+
+thread_local reactor* tl_reactor = nullptr;
+
+}  // namespace
+
+reactor& install_scheduler() {
+  if (tl_reactor != nullptr) return *tl_reactor;
+  auto* algo = new reactor_algorithm();
+  fibers::context::active()->get_scheduler()->set_algo(fibers::algo::algorithm::ptr_t(algo));
+  tl_reactor = &algo->get_reactor();
+  return *tl_reactor;
+}
+
+}  // namespace tendril::detail

@@ -1,0 +1,52 @@
+// lib/reactor.hpp — the per-thread epoll reactor that lives inside tendril's Boost.Fiber scheduling algorithm.
+//
+// The event loop is an interface: file-descriptor waits (io.cpp), the libcurl driver and tendril::net are its
+// clients. The reactor never runs client code beyond io_source::on_ready(), which must only record what
+// happened and wake a parked task ("callbacks record, the loop acts").
+#pragma once
+
+#include <cstdint>
+
+namespace tendril::detail {
+
+class io_source {
+ public:
+  // Called on the scheduler's context when a watched fd is ready (epoll event bits). Must not block, switch
+  // or throw: record the event and notify a waiter.
+  virtual void on_ready(std::uint32_t events) noexcept = 0;
+
+ protected:
+  ~io_source() = default;
+};
+
+class reactor {
+ public:
+  // This thread's reactor; installs tendril's scheduler on the thread if it is not installed yet.
+  static reactor& current();
+
+  // Watches `fd` for `events` (EPOLLIN/EPOLLOUT, level-triggered), reporting to `source`. An fd already watched
+  // is modified instead (libcurl hands back the same fd number after closing it). Throws std::system_error.
+  void watch(int fd, std::uint32_t events, io_source* source);
+  // Stops watching `fd`; ENOENT/EBADF (an fd already closed) are ignored.
+  void unwatch(int fd) noexcept;
+
+  // Waits for events at most until `timeout_ms` (-1: forever, 0: poll) and dispatches them. Returns the number
+  // of events dispatched. Used by the scheduling algorithm.
+  int poll(int timeout_ms) noexcept;
+  // Wakes a poll() blocked in another thread (writes the eventfd).
+  void interrupt() noexcept;
+
+  reactor();
+  ~reactor();
+  reactor(const reactor&) = delete;
+  reactor& operator=(const reactor&) = delete;
+
+ private:
+  int epoll_fd_ = -1;
+  int event_fd_ = -1;
+};
+
+// Installs tendril's scheduling algorithm on the calling thread (once) and returns its reactor.
+reactor& install_scheduler();
+
+}  // namespace tendril::detail

@@ -1,0 +1,529 @@
+// lib/scheduler.cpp — tasks on Boost.Fiber fibers, park(), wait queues, sleeping, timeouts, run().
+#include "tendril/scheduler.hpp"
+
+#include <boost/fiber/context.hpp>
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/operations.hpp>
+#include <boost/context/stack_context.hpp>
+
+#include <cstdio>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "context_switch.hpp"
+#include "exec_context.hpp"
+#include "reactor.hpp"
+
+namespace tendril {
+
+const char* task_cancelled::what() const noexcept { return "task cancelled"; }
+
+struct timeout_access {
+  static time_point deadline(const timeout& t) { return t.deadline_; }
+  static duration length(const timeout& t) { return t.length_; }
+  static timeout* outer(const timeout& t) { return t.outer_; }
+  static bool expired(const timeout& t) { return t.expired_; }
+  static void expire(timeout& t) { t.expired_ = true; }
+};
+
+namespace detail {
+namespace {
+
+// ---- per-thread state ------------------------------------------------------------------------------------------
+
+struct thread_state {
+  exec_context main_context;
+  std::unordered_set<task_base*> live_tasks;
+  bool tearing_down = false;
+  ~thread_state();
+};
+
+thread_local thread_state* tl_state = nullptr;
+thread_local exec_context* tl_current = nullptr;
+
+thread_state& ensure_installed() {
+  if (tl_state != nullptr) return *tl_state;
+  // Boost.Fiber's per-thread objects must be constructed before ours, so that ours are destroyed first:
+  // thread exit must cancel blocked tasks while the scheduler still exists.
+  boost::fibers::context::active();
+  install_scheduler();
+  thread_local thread_state state;
+  tl_state = &state;
+  return state;
+}
+
+void report_unhandled(const std::string& name, std::exception_ptr e) noexcept;
+
+// Saves what belongs to the running context in thread-local storage, and puts it back after a switch.
+class switch_guard {
+ public:
+  explicit switch_guard(exec_context& ctx) noexcept
+      : ctx_(ctx), eh_(current_exception_state()), label_(current_stack_label()) {}
+  ~switch_guard() {
+    tl_current = &ctx_;
+    current_exception_state() = eh_;
+    set_current_stack_label(label_);
+    exchange_domain_slot(ctx_.task != nullptr ? &ctx_.domain : nullptr);
+  }
+  switch_guard(const switch_guard&) = delete;
+  switch_guard& operator=(const switch_guard&) = delete;
+
+ private:
+  exec_context& ctx_;
+  exception_state eh_;
+  const stack_label* label_;
+};
+
+// The innermost-deadline open timeout scope of `ctx`, or null.
+timeout* nearest_scope(exec_context& ctx) noexcept {
+  timeout* best = nullptr;
+  for (timeout* t = ctx.timeouts; t != nullptr; t = timeout_access::outer(*t)) {
+    if (timeout_access::expired(*t)) continue;
+    if (best == nullptr || timeout_access::deadline(*t) < timeout_access::deadline(*best)) best = t;
+  }
+  return best;
+}
+
+void unlink(wait_queue* q, waiter* w) noexcept;
+
+}  // namespace
+
+exec_context& current_exec() {
+  thread_state& ts = ensure_installed();
+  return tl_current != nullptr ? *tl_current : ts.main_context;
+}
+
+bool waiter::notify(outcome why) noexcept {
+  std::unique_lock<boost::fibers::detail::spinlock> lk(spin);
+  if (state != outcome::waiting) return false;
+  state = why;
+  waker.wake();
+  return true;
+}
+
+waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept {
+  exec_context& self = current_exec();
+  timeout* scope = nearest_scope(self);
+  bool scope_wins = false;
+  if (scope != nullptr && (!deadline || timeout_access::deadline(*scope) <= *deadline)) {
+    deadline = timeout_access::deadline(*scope);
+    scope_wins = true;
+  }
+  {
+    std::lock_guard<std::mutex> lk(self.lock);
+    if (self.cancel_pending) {
+      self.cancel_pending = false;
+      return waiter::outcome::cancelled;
+    }
+    if (scope_wins && *deadline <= std::chrono::steady_clock::now()) {
+      timeout_access::expire(*scope);
+      self.expired_scope_length = timeout_access::length(*scope);
+      return waiter::outcome::scope_timeout;
+    }
+    self.parked = &w;
+  }
+  boost::fibers::context* fiber = boost::fibers::context::active();
+  waiter::outcome result;
+  {
+    std::unique_lock<boost::fibers::detail::spinlock> lk(w.spin);
+    w.waker = fiber->create_waker();
+    if (outer != nullptr) outer->unlock();
+    {
+      switch_guard guard(self);
+      // Both calls release `lk` only after this context is switched out, so a notify() (which takes the same
+      // spinlock) can never run between our decision to park and the park itself: no lost wake-ups.
+      if (deadline) {
+        fiber->wait_until(*deadline, lk, boost::fibers::waker(w.waker));
+      } else {
+        fiber->suspend(lk);
+      }
+    }
+    lk.lock();
+    if (w.state == waiter::outcome::waiting) w.state = waiter::outcome::timed_out;
+    result = w.state;
+  }
+  {
+    std::lock_guard<std::mutex> lk(self.lock);
+    self.parked = nullptr;
+    if (result == waiter::outcome::cancelled) self.cancel_pending = false;
+  }
+  if (outer != nullptr) outer->lock();
+  if (result == waiter::outcome::timed_out && scope_wins) {
+    timeout_access::expire(*scope);
+    self.expired_scope_length = timeout_access::length(*scope);
+    result = waiter::outcome::scope_timeout;
+  }
+  return result;
+}
+
+void throw_for(waiter::outcome o, exec_context& ctx) {
+  if (o == waiter::outcome::cancelled) throw task_cancelled();
+  if (o == waiter::outcome::scope_timeout) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.expired_scope_length).count();
+    throw timeout_error("timed out: the enclosing tendril::timeout scope of " + std::to_string(ms) + " ms expired");
+  }
+}
+
+// ---- wait_queue ------------------------------------------------------------------------------------------------
+
+namespace {
+void unlink(wait_queue* q, waiter* w) noexcept;
+}
+
+struct wait_queue_access {
+  static waiter*& head(wait_queue& q) { return q.head_; }
+  static waiter*& tail(wait_queue& q) { return q.tail_; }
+};
+
+namespace {
+void unlink(wait_queue* q, waiter* w) noexcept {
+  if (w->queue == nullptr) return;
+  (w->prev != nullptr ? w->prev->next : wait_queue_access::head(*q)) = w->next;
+  (w->next != nullptr ? w->next->prev : wait_queue_access::tail(*q)) = w->prev;
+  w->prev = w->next = nullptr;
+  w->queue = nullptr;
+}
+}  // namespace
+
+bool wait_queue::wait(std::unique_lock<std::mutex>& lk, std::optional<time_point> deadline) {
+  waiter w;
+  w.queue = this;
+  w.prev = tail_;
+  (tail_ != nullptr ? tail_->next : head_) = &w;
+  tail_ = &w;
+  waiter::outcome o = park(w, &lk, deadline);
+  unlink(this, &w);
+  switch (o) {
+    case waiter::outcome::notified:
+      return true;
+    case waiter::outcome::timed_out:
+      return false;
+    default:
+      throw_for(o, current_exec());
+      return false;
+  }
+}
+
+void wait_queue::notify_one() noexcept {
+  while (head_ != nullptr) {
+    waiter* w = head_;
+    unlink(this, w);
+    if (w->notify(waiter::outcome::notified)) return;
+  }
+}
+
+void wait_queue::notify_all() noexcept {
+  while (head_ != nullptr) {
+    waiter* w = head_;
+    unlink(this, w);
+    w->notify(waiter::outcome::notified);
+  }
+}
+
+// ---- tasks -----------------------------------------------------------------------------------------------------
+
+namespace {
+
+// Boost.Fiber stack allocator over the tendril stack pool; records the guard page for the overflow message.
+class task_stack_allocator {
+ public:
+  task_stack_allocator(std::size_t size, task_base::stack_info* info) noexcept : size_(size), info_(info) {}
+  boost::context::stack_context allocate() {
+    stack_block b = allocate_stack(size_);
+    stack_label label;
+    label_stack(label, b);
+    *info_ = task_base::stack_info{label.guard_low, label.guard_high, label.size};
+    boost::context::stack_context sc;
+    sc.size = b.size;
+    sc.sp = b.top;
+    return sc;
+  }
+  void deallocate(boost::context::stack_context& sc) noexcept {
+    free_stack(stack_block{static_cast<char*>(sc.sp), sc.size});
+  }
+
+ private:
+  std::size_t size_;
+  task_base::stack_info* info_;
+};
+
+}  // namespace
+
+struct task_runner {
+  // The body of every task's fiber.
+  static void main(std::shared_ptr<task_base> st) {
+    exec_context ctx;
+    ctx.task = st.get();
+    ctx.label.name = st->name_.empty() ? "task" : "task '" + st->name_ + "'";
+    ctx.label.guard_low = st->stack_.guard_low;
+    ctx.label.guard_high = st->stack_.guard_high;
+    ctx.label.size = st->stack_.size;
+    {
+      std::lock_guard<std::mutex> lk(st->mutex_);
+      ctx.cancel_pending = st->cancel_requested_;
+      st->running_ = &ctx;
+    }
+    tl_current = &ctx;
+    current_exception_state() = exception_state{};
+    set_current_stack_label(&ctx.label);
+    exchange_domain_slot(&ctx.domain);
+
+    bool cancelled = false;
+    std::exception_ptr error;
+    if (ctx.cancel_pending) {
+      cancelled = true;  // cancelled before it ever ran: it never runs (asyncio)
+    } else {
+      try {
+        st->invoke();
+      } catch (const task_cancelled&) {
+        cancelled = true;
+      } catch (...) {
+        if (is_forced_unwind()) throw;
+        error = std::current_exception();
+      }
+    }
+    finish(st, ctx, cancelled, std::move(error));
+    end_domain(&ctx.domain);
+    exchange_domain_slot(nullptr);
+    set_current_stack_label(nullptr);
+    tl_current = nullptr;
+  }
+
+  static void finish(const std::shared_ptr<task_base>& st, exec_context& ctx, bool cancelled,
+                     std::exception_ptr error) {
+    std::vector<std::function<void()>> callbacks;
+    {
+      std::lock_guard<std::mutex> lk(st->mutex_);
+      st->running_ = nullptr;
+      st->cancelled_ = cancelled;
+      st->error_ = cancelled ? std::make_exception_ptr(task_cancelled()) : std::move(error);
+      if (cancelled) st->retrieved_ = true;  // cancellation is not an error to report
+      st->done_.store(true, std::memory_order_release);
+      st->done_waiters_.notify_all();
+      callbacks.swap(st->callbacks_);
+      st->self_.reset();  // `st` (the fiber's argument) still holds it
+    }
+    {
+      std::lock_guard<std::mutex> lk(ctx.lock);
+      ctx.cancel_pending = false;
+    }
+    for (auto& cb : callbacks) run_callback(*st, cb);
+    if (tl_state != nullptr) tl_state->live_tasks.erase(st.get());
+  }
+
+  static void launch(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
+    boost::fibers::fiber f(std::allocator_arg, task_stack_allocator(stack_size, &state->stack_), &task_runner::main,
+                           state);
+    f.detach();
+    state->self_ = state;
+  }
+
+  static std::shared_ptr<task_base> self_of(task_base* t) { return t->self_; }
+
+  static void run_callback(task_base& st, std::function<void()>& cb) noexcept {
+    try {
+      cb();
+    } catch (...) {
+      report_unhandled(st.name_ + " (done callback)", std::current_exception());
+    }
+  }
+};
+
+task_base::task_base(std::string name) : name_(std::move(name)) {}
+
+task_base::~task_base() {
+  if (error_ && !retrieved_) report_unhandled(name_, error_);
+}
+
+void task_base::join() {
+  if (done()) return;
+  if (tl_current != nullptr && tl_current->task == this) {
+    throw usage_error("task '" + name_ + "' cannot wait for itself");
+  }
+  std::unique_lock<std::mutex> lk(mutex_);
+  while (!done()) done_waiters_.wait(lk);
+}
+
+bool task_base::join_until(time_point deadline) {
+  if (done()) return true;
+  if (tl_current != nullptr && tl_current->task == this) {
+    throw usage_error("task '" + name_ + "' cannot wait for itself");
+  }
+  std::unique_lock<std::mutex> lk(mutex_);
+  while (!done()) {
+    if (!done_waiters_.wait(lk, deadline)) return done();
+  }
+  return true;
+}
+
+bool task_base::cancelled() const noexcept {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return cancelled_;
+}
+
+bool task_base::cancel() noexcept {
+  std::lock_guard<std::mutex> lk(mutex_);
+  if (done()) return false;
+  cancel_requested_ = true;
+  if (running_ != nullptr) {
+    std::lock_guard<std::mutex> ctx_lock(running_->lock);
+    running_->cancel_pending = true;
+    if (running_->parked != nullptr) running_->parked->notify(waiter::outcome::cancelled);
+  }
+  return true;
+}
+
+std::exception_ptr task_base::exception() {
+  std::lock_guard<std::mutex> lk(mutex_);
+  if (!done()) throw usage_error("task '" + name_ + "' has not finished yet; exception() needs a finished task");
+  retrieved_ = true;
+  return error_;
+}
+
+void task_base::rethrow_if_failed() {
+  std::exception_ptr e = exception();
+  if (e) std::rethrow_exception(e);
+}
+
+void task_base::on_done(std::function<void()> callback) {
+  {
+    std::lock_guard<std::mutex> lk(mutex_);
+    if (!done()) {
+      callbacks_.push_back(std::move(callback));
+      return;
+    }
+  }
+  task_runner::run_callback(*this, callback);
+}
+
+void start_task(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
+  thread_state& ts = ensure_installed();
+  if (ts.tearing_down) throw usage_error("cannot spawn a task while the thread is exiting");
+  task_runner::launch(state, stack_size);
+  ts.live_tasks.insert(state.get());
+}
+
+bool in_task() noexcept { return tl_current != nullptr && tl_current->task != nullptr; }
+
+namespace {
+
+// Cancels every live task of this thread (but `except`) and waits until all have finished, including tasks they
+// spawn while unwinding.
+void cancel_and_join_all(thread_state& ts, task_base* except) {
+  for (;;) {
+    std::vector<std::shared_ptr<task_base>> tasks;
+    for (task_base* t : ts.live_tasks) {
+      if (t == except) continue;
+      std::shared_ptr<task_base> s = task_runner::self_of(t);
+      if (s) tasks.push_back(std::move(s));
+    }
+    if (tasks.empty()) return;
+    for (auto& t : tasks) t->cancel();
+    for (auto& t : tasks) {
+      try {
+        t->join();
+      } catch (const task_cancelled&) {
+        // the caller itself was cancelled; keep cleaning up
+      }
+    }
+  }
+}
+
+thread_state::~thread_state() {
+  tearing_down = true;
+  try {
+    cancel_and_join_all(*this, nullptr);
+  } catch (...) {
+  }
+  tl_state = nullptr;
+}
+
+std::mutex handler_mutex;
+unhandled_exception_handler& handler_slot() {
+  static unhandled_exception_handler h;
+  return h;
+}
+
+void report_unhandled(const std::string& name, std::exception_ptr e) noexcept {
+  unhandled_exception_handler h;
+  {
+    std::lock_guard<std::mutex> lk(handler_mutex);
+    h = handler_slot();
+  }
+  if (h) {
+    try {
+      h(name, e);
+      return;
+    } catch (...) {
+      std::fprintf(stderr, "tendril: the unhandled-exception handler threw\n");
+    }
+  }
+  std::string what = "unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "tendril: exception in task '%s' was never retrieved: %s\n", name.empty() ? "task" : name.c_str(),
+               what.c_str());
+}
+
+}  // namespace
+
+void finish_run(const std::shared_ptr<task_base>& main_task) {
+  thread_state& ts = ensure_installed();
+  main_task->join();
+  cancel_and_join_all(ts, nullptr);
+}
+
+}  // namespace detail
+
+unhandled_exception_handler set_unhandled_exception_handler(unhandled_exception_handler h) {
+  std::lock_guard<std::mutex> lk(detail::handler_mutex);
+  return std::exchange(detail::handler_slot(), std::move(h));
+}
+
+// ---- sleeping, yielding, timeouts ------------------------------------------------------------------------------
+
+void sleep_until(time_point t) {
+  detail::waiter w;
+  detail::waiter::outcome o = detail::park(w, nullptr, t);
+  detail::throw_for(o, detail::current_exec());
+}
+
+void sleep_for(duration d) { sleep_until(std::chrono::steady_clock::now() + d); }
+
+void yield() {
+  detail::exec_context& self = detail::current_exec();
+  {
+    std::lock_guard<std::mutex> lk(self.lock);
+    if (self.cancel_pending) {
+      self.cancel_pending = false;
+      throw task_cancelled();
+    }
+  }
+  detail::switch_guard guard(self);
+  boost::this_fiber::yield();
+}
+
+timeout::timeout(duration d)
+    : deadline_(std::chrono::steady_clock::now() + d), length_(d), owner_(&detail::current_exec()) {
+  outer_ = owner_->timeouts;
+  owner_->timeouts = this;
+}
+
+timeout::~timeout() {
+  // Scopes are strictly nested (RAII), so this is the innermost one.
+  owner_->timeouts = outer_;
+}
+
+}  // namespace tendril
+
+namespace tendril::detail {
+reactor& reactor::current() {
+  ensure_installed();
+  return install_scheduler();
+}
+}  // namespace tendril::detail
