@@ -362,6 +362,11 @@ bool task_base::cancelled() const noexcept {
   return cancelled_;
 }
 
+bool task_base::failed() const noexcept {
+  std::lock_guard<std::mutex> lk(mutex_);
+  return done() && error_ != nullptr && !cancelled_;
+}
+
 bool task_base::cancel() noexcept {
   std::lock_guard<std::mutex> lk(mutex_);
   if (done()) return false;

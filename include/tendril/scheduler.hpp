@@ -88,6 +88,7 @@ class TENDRIL_API task_base {
   bool join_until(time_point deadline);  // false on timeout
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   bool cancelled() const noexcept;
+  bool failed() const noexcept;  // done with an exception other than task_cancelled (does not retrieve it)
   bool cancel() noexcept;
   const std::string& name() const noexcept { return name_; }
   std::exception_ptr exception();  // after done; marks the exception retrieved

@@ -1,0 +1,188 @@
+// tendril/wait.hpp — waiting for several tasks: gather, gather_settled, wait, wait_for (asyncio's toolkit).
+//
+//   std::vector<tendril::task<int>> ts = ...;
+//   std::vector<int> rs = tendril::gather(ts);                    // results in order; first error rethrown
+//   auto [a, b] = tendril::gather(t1, t2);                        // mixed types (void becomes std::monostate)
+//   auto all = tendril::gather_settled(ts);                       // return_exceptions=True: an outcome per task
+//   auto [done, pending] = tendril::wait(ts, 2s);                 // asyncio.wait(tasks, timeout=2)
+//   auto first = tendril::wait(ts, {}, tendril::return_when::first_completed);
+//   int r = tendril::wait_for(t, 1s);                              // cancels t and throws timeout_error after 1 s
+//
+// All of these suspend only the calling task and are cancellation points. None of them cancels the tasks it
+// waits for, except wait_for() on timeout.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "tendril/detail/wait_queue.hpp"
+#include "tendril/scheduler.hpp"
+
+namespace tendril {
+
+// The result of one task for gather_settled: a value or the exception it finished with.
+template <class T>
+struct outcome {
+  std::optional<T> value;
+  std::exception_ptr error;
+  bool ok() const noexcept { return !error; }
+  // The value, or rethrows the error.
+  T& get() {
+    if (error) std::rethrow_exception(error);
+    return *value;
+  }
+};
+template <>
+struct outcome<void> {
+  std::exception_ptr error;
+  bool ok() const noexcept { return !error; }
+  void get() const {
+    if (error) std::rethrow_exception(error);
+  }
+};
+
+enum class return_when { all_completed, first_completed, first_exception };
+
+template <class T>
+struct wait_result {
+  std::vector<task<T>> done;     // finished tasks, in the order given
+  std::vector<task<T>> pending;  // the others, in the order given
+};
+
+namespace detail {
+// Counts task completions so one waiter can wait for "any of these" (shared with the tasks' done callbacks).
+struct completion_counter {
+  std::mutex mutex;
+  wait_queue waiters;
+  std::size_t finished = 0;
+  std::size_t failed = 0;
+};
+
+template <class T>
+std::shared_ptr<completion_counter> watch(std::vector<task<T>>& tasks) {
+  auto c = std::make_shared<completion_counter>();
+  for (auto& t : tasks) {
+    auto state = t.state_ptr();
+    if (!state) throw usage_error("tendril::wait: empty task handle");
+    state->on_done([c, raw = state.get()] {
+      bool failed = raw->failed();
+      std::lock_guard<std::mutex> lk(c->mutex);
+      ++c->finished;
+      if (failed) ++c->failed;
+      c->waiters.notify_all();
+    });
+  }
+  return c;
+}
+
+// Waits until `enough(finished, failed)` or the deadline; returns false on timeout.
+template <class Pred>
+bool wait_counter(completion_counter& c, std::optional<time_point> deadline, Pred enough) {
+  std::unique_lock<std::mutex> lk(c.mutex);
+  while (!enough(c.finished, c.failed)) {
+    if (!c.waiters.wait(lk, deadline) && !enough(c.finished, c.failed)) return false;
+  }
+  return true;
+}
+
+template <class T>
+using gathered_t = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
+template <class T>
+gathered_t<T> get_gathered(task<T>& t) {
+  if constexpr (std::is_void_v<T>) {
+    t.get();
+    return {};
+  } else {
+    return t.get();
+  }
+}
+}  // namespace detail
+
+// asyncio.wait: waits until `when` is satisfied or `timeout` passes; returns {done, pending}. Never throws the
+// tasks' exceptions. first_exception behaves like all_completed when no task fails.
+template <class T>
+wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout = std::nullopt,
+                    return_when when = return_when::all_completed) {
+  auto counter = detail::watch(tasks);
+  const std::size_t n = tasks.size();
+  detail::wait_counter(*counter, detail::deadline_after(timeout), [&](std::size_t finished, std::size_t failed) {
+    switch (when) {
+      case return_when::first_completed:
+        return finished >= 1 || n == 0;
+      case return_when::first_exception:
+        return failed >= 1 || finished == n;
+      default:
+        return finished == n;
+    }
+  });
+  wait_result<T> r;
+  for (auto& t : tasks) (t.done() ? r.done : r.pending).push_back(t);
+  return r;
+}
+
+// asyncio.gather: waits for all tasks and returns their results in order. If a task fails, its exception is
+// rethrown as soon as it happens (the other tasks keep running, as in asyncio).
+template <class T>
+std::vector<detail::gathered_t<T>> gather(std::vector<task<T>>& tasks) {
+  auto counter = detail::watch(tasks);
+  const std::size_t n = tasks.size();
+  detail::wait_counter(*counter, std::nullopt,
+                       [&](std::size_t finished, std::size_t failed) { return failed >= 1 || finished == n; });
+  for (auto& t : tasks) {
+    if (t.state_ptr()->failed()) std::rethrow_exception(t.exception());
+  }
+  std::vector<detail::gathered_t<T>> results;
+  results.reserve(n);
+  for (auto& t : tasks) results.push_back(detail::get_gathered(t));
+  return results;
+}
+
+// gather for tasks of different types: a tuple of their results (void results are std::monostate).
+template <class... T>
+std::tuple<detail::gathered_t<T>...> gather(task<T>&... tasks) {
+  (tasks.join(), ...);
+  return std::tuple<detail::gathered_t<T>...>(detail::get_gathered(tasks)...);
+}
+
+// asyncio.gather(..., return_exceptions=True): waits for all tasks, returns an outcome per task, in order.
+template <class T>
+std::vector<outcome<T>> gather_settled(std::vector<task<T>>& tasks) {
+  std::vector<outcome<T>> results;
+  results.reserve(tasks.size());
+  for (auto& t : tasks) t.join();
+  for (auto& t : tasks) {
+    outcome<T> o;
+    o.error = t.exception();
+    if constexpr (!std::is_void_v<T>) {
+      if (!o.error) o.value.emplace(t.get());
+    }
+    results.push_back(std::move(o));
+  }
+  return results;
+}
+
+// asyncio.wait_for: the task's result if it finishes within `d`; otherwise cancels it, waits for it to unwind,
+// and throws timeout_error.
+template <class T>
+T wait_for(task<T>& t, duration d) {
+  if (!t.wait_for(d)) {
+    t.cancel();
+    t.join();
+    if (t.cancelled() || !t.done()) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+      throw timeout_error("task '" + t.name() + "' did not finish within " + std::to_string(ms) + " ms; it was cancelled");
+    }
+  }
+  return t.get();
+}
+
+}  // namespace tendril
