@@ -7,7 +7,10 @@
 #include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/waker.hpp>
 
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <optional>
 
 #include "exception_state.hpp"
@@ -52,6 +55,13 @@ exec_context& current_exec();
 // is cancelled. `outer`, if given, is unlocked once the context is committed to parking and relocked before
 // returning. Returns the outcome; never throws.
 waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept;
+
+// A background task of the library itself (the curl driver): not cancelled by run(), only at thread exit, after
+// every user task has been cancelled and joined, by the teardown hook its owner registers.
+std::shared_ptr<task_base> spawn_service(std::function<void()> body, std::string name);
+// Runs `hook` when the calling thread exits, after its tasks have been cancelled and joined (in reverse order of
+// registration).
+void at_scheduler_teardown(std::function<void()> hook);
 
 // Throws task_cancelled / timeout_error for those outcomes.
 void throw_for(waiter::outcome o, exec_context& ctx);

@@ -4,8 +4,8 @@
 //  - suspend_until() waits in epoll_wait() until the earliest fiber deadline (sleeps, timed waits and the curl
 //    driver's timer are all fiber deadlines), an fd event, or notify();
 //  - notify() writes an eventfd, so a fiber made ready from another OS thread wakes the loop;
-//  - while fibers stay runnable, the reactor is polled without blocking once per round of the ready queue, so
-//    I/O never starves behind busy tasks.
+//  - while fibers stay runnable, the reactor is polled without blocking once per round of the ready queue (when
+//    the dispatcher's turn comes), so I/O never starves behind busy tasks.
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -91,12 +91,11 @@ class reactor_algorithm final : public fibers::algo::algorithm {
   }
 
   fibers::context* pick_next() noexcept override {
-    // Once per round of the ready queue, look at I/O without blocking, so busy tasks never starve it.
-    if (++picks_since_poll_ >= round_length_) {
-      picks_since_poll_ = 0;
-      reactor_.poll(0);
-      round_length_ = std::max<std::size_t>(1, ready_count_);
-    }
+    // Look at I/O without blocking once per round of the ready queue, so busy tasks never starve it. The
+    // dispatcher context sits in the ready queue once per round, and only its pick_next() may dispatch events:
+    // a fiber calls pick_next() while it parks, still holding its waiter's spinlock (released only after the
+    // switch), so delivering an event to that waiter from there would deadlock.
+    if (fibers::context::active()->is_context(fibers::type::dispatcher_context)) reactor_.poll(0);
     if (ready_.empty()) return nullptr;
     fibers::context* ctx = &ready_.front();
     ready_.pop_front();
@@ -120,7 +119,6 @@ class reactor_algorithm final : public fibers::algo::algorithm {
       }
     }
     reactor_.poll(timeout_ms);
-    picks_since_poll_ = 0;
   }
 
   void notify() noexcept override { reactor_.interrupt(); }
@@ -130,8 +128,6 @@ class reactor_algorithm final : public fibers::algo::algorithm {
  private:
   fibers::scheduler::ready_queue_type ready_;
   std::size_t ready_count_ = 0;
-  std::size_t picks_since_poll_ = 0;
-  std::size_t round_length_ = 1;
   // Owned by the algorithm, which Boost.Fiber's scheduler owns: it outlives every fiber, and stays alive while
   // the scheduler still calls the algorithm during thread teardown.
   reactor reactor_;

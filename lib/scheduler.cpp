@@ -35,6 +35,7 @@ namespace {
 struct thread_state {
   exec_context main_context;
   std::unordered_set<task_base*> live_tasks;
+  std::vector<std::function<void()>> teardown_hooks;
   bool tearing_down = false;
   ~thread_state();
 };
@@ -409,6 +410,15 @@ void start_task(const std::shared_ptr<task_base>& state, std::size_t stack_size)
   ts.live_tasks.insert(state.get());
 }
 
+std::shared_ptr<task_base> spawn_service(std::function<void()> body, std::string name) {
+  ensure_installed();
+  auto state = std::make_shared<task_impl<void, std::function<void()>>>(std::move(body), std::move(name));
+  task_runner::launch(state, 0);
+  return state;
+}
+
+void at_scheduler_teardown(std::function<void()> hook) { ensure_installed().teardown_hooks.push_back(std::move(hook)); }
+
 bool in_task() noexcept { return tl_current != nullptr && tl_current->task != nullptr; }
 
 namespace {
@@ -436,9 +446,14 @@ void cancel_and_join_all(thread_state& ts, task_base* except) {
 }
 
 thread_state::~thread_state() {
-  tearing_down = true;
   try {
     cancel_and_join_all(*this, nullptr);
+    tearing_down = true;
+    while (!teardown_hooks.empty()) {
+      auto hook = std::move(teardown_hooks.back());
+      teardown_hooks.pop_back();
+      hook();
+    }
   } catch (...) {
   }
   tl_state = nullptr;

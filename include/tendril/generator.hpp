@@ -36,11 +36,15 @@ template <class T>
 class yielder {
  public:
   // Hands `v` to the consumer and suspends the body until the next value is asked for.
+  // Throws greenlet_error when called while the generator is not running its body.
   void operator()(T v) {
+    if (!state_->consumer) throw greenlet_error("yield called outside its generator's body");
     state_->slot.emplace(std::move(v));
-    // Switch to whoever asked for the value (the parent is set to the consumer on every next()).
-    greenlet consumer = *greenlet::current().parent();
-    consumer.switch_();
+    // Switch to whoever asked for the value. The handle lives in the shared state, owned by next(), which drops
+    // it as soon as it has control back: the suspended body keeps no reference to its consumer on its stack
+    // (that would be a cycle when the consumer owns the generator, e.g. a body delegating to a local generator,
+    // and neither could then be unwound when dropped). switch_() does not touch the handle after resuming.
+    state_->consumer->switch_();
   }
   // Yields every value of `other` (Python's `yield from`).
   void from(generator<T>& other) {
@@ -52,6 +56,7 @@ class yielder {
   friend class generator<T>;
   struct state {
     std::optional<T> slot;
+    std::optional<greenlet> consumer;  // set while the body runs (inside next())
   };
   explicit yielder(std::shared_ptr<state> s) : state_(std::move(s)) {}
   std::shared_ptr<state> state_;
@@ -64,7 +69,8 @@ class generator {
 
   explicit generator(body_type body, stack_options stack = {})
       : state_(std::make_shared<typename yielder<T>::state>()),
-        body_(make_body(state_, std::move(body)), std::nullopt, std::move(stack)) {}
+        body_(make_body(state_, std::move(body)), std::nullopt, std::move(stack)),
+        root_(root_of(greenlet::current())) {}
 
   generator(generator&&) noexcept = default;
   generator& operator=(generator&&) noexcept = default;
@@ -74,8 +80,22 @@ class generator {
   // The next value, or std::nullopt once the body has returned. Rethrows what the body throws.
   std::optional<T> next() {
     if (body_.dead()) return std::nullopt;
-    body_.set_parent(greenlet::current());
+    greenlet me = greenlet::current();
+    body_.set_parent(me);  // where the body's return or exception goes
     state_->slot.reset();
+    // Between values, neither the body's parent nor the shared state refers to the consumer: a consumer that
+    // keeps this generator on its own stack (a generator body delegating to a local generator) would otherwise
+    // be kept alive by its own generator, a cycle that stops both from being unwound when they are dropped.
+    struct park {
+      greenlet& body;
+      const greenlet& root;
+      std::optional<greenlet>& consumer;
+      ~park() {
+        consumer.reset();
+        body.set_parent(root);  // cannot throw: same domain, and root has no parent
+      }
+    } parked{body_, root_, state_->consumer};
+    state_->consumer.emplace(std::move(me));
     body_.switch_();
     std::optional<T> v = std::move(state_->slot);
     state_->slot.reset();
@@ -114,6 +134,11 @@ class generator {
   std::default_sentinel_t end() { return {}; }
 
  private:
+  static greenlet root_of(greenlet g) {
+    while (std::optional<greenlet> p = g.parent()) g = std::move(*p);
+    return g;
+  }
+
   static auto make_body(std::shared_ptr<typename yielder<T>::state> st, body_type body) {
     return [st = std::move(st), body = std::move(body)]() mutable {
       yielder<T> y(st);
@@ -123,6 +148,7 @@ class generator {
 
   std::shared_ptr<typename yielder<T>::state> state_;
   greenlet body_;
+  greenlet root_;  // the main greenlet of the thread or task that created the generator
 };
 
 }  // namespace tendril

@@ -12,6 +12,7 @@
 #include "tendril/executor.hpp"
 #include "tendril/generator.hpp"
 #include "tendril/greenlet.hpp"
+#include "tendril/http.hpp"
 #include "tendril/io.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/stack.hpp"

@@ -1,0 +1,206 @@
+// tendril/http.hpp — an HTTP client that looks blocking but suspends only the calling task.
+//
+//   tendril::run([] {
+//     std::vector<tendril::task<std::size_t>> ts;
+//     for (auto& url : urls)
+//       ts.push_back(tendril::spawn([url] { return tendril::http::get(url).raise_for_status().body.size(); }));
+//     for (auto n : tendril::gather(ts)) std::printf("%zu\n", n);   // all downloads run at once, on one thread
+//   });
+//
+// Every call runs a libcurl transfer on the calling thread's event loop: while it waits for the network, the
+// other tasks of the thread run. The same calls work in a task, in a greenlet inside a task, and in plain main()
+// with no task at all. Cancelling a task removes its transfer at once.
+//
+// A `session` (aiohttp.ClientSession) adds connection reuse, default headers, concurrency limits, retries,
+// streaming reads and downloads to files. The free functions use a per-thread default session.
+//
+// Errors: http::error (with the libcurl code, libcurl's message and the URL) for anything that prevents a
+// response — wrong URL, refused connection, TLS failure, a connection dropped mid-body; http::timeout_error for
+// timeouts; http::status_error from raise_for_status() for 4xx/5xx. A response with status 404 is not an error
+// until you call raise_for_status(). (libcurl is an implementation detail: codes are plain ints.)
+//
+// TLS certificates are verified by default (set verify_tls = false for self-signed test servers, or pass their
+// certificate as ca_file). SIGPIPE is ignored process-wide once the first transfer starts (libcurl's advice).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tendril/detail/wait_queue.hpp"
+#include "tendril/export.hpp"
+
+namespace tendril::http {
+
+// Transfer progress, passed to options::on_progress. Totals are 0 while unknown.
+struct progress {
+  std::int64_t downloaded = 0;
+  std::int64_t download_total = 0;
+  std::int64_t uploaded = 0;
+  std::int64_t upload_total = 0;
+};
+
+// Response headers: names lower-cased; repeated headers joined with ", ".
+using headers_map = std::map<std::string, std::string>;
+
+// Per-request options. Every field has a safe default.
+struct options {
+  // Extra request headers, e.g. {"Accept", "application/json"}. Added after the session's default headers.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Limit for the whole transfer (connect + send + receive); none by default. Exceeding it throws timeout_error.
+  std::optional<duration> timeout;
+  // Limit for establishing the connection; libcurl's default (300 s) if unset.
+  std::optional<duration> connect_timeout;
+  // Follow 3xx redirects, at most max_redirects of them (an error beyond that).
+  bool follow_redirects = true;
+  int max_redirects = 10;
+  // Verify the server's TLS certificate and host name. Turn off only for test servers.
+  bool verify_tls = true;
+  // A PEM file of CA certificates to trust instead of the system's.
+  std::string ca_file;
+  // Proxy URL ("http://host:port", "socks5://..."); empty: none (libcurl still honours http_proxy variables).
+  std::string proxy;
+  // Called as data moves; return false to abort the transfer (it then fails with http::error).
+  std::function<bool(const progress&)> on_progress;
+};
+
+struct TENDRIL_API response {
+  long status = 0;        // HTTP status of the final response
+  headers_map headers;    // of the final response
+  std::string body;
+  std::string url;        // the effective URL, after redirects
+  duration elapsed{};     // from the start of the request to the end of the body
+  bool ok() const noexcept { return status >= 200 && status < 300; }
+  // Throws status_error for a 4xx or 5xx status; returns *this otherwise.
+  const response& raise_for_status() const;
+  // A header's value ("" if absent); `name` is case-insensitive.
+  std::string header(std::string_view name) const;
+};
+
+// A request could not be completed (no response). code() is libcurl's CURLcode as an int.
+class TENDRIL_API error : public std::runtime_error {
+ public:
+  error(int code, std::string curl_message, std::string url, const std::string& what);
+  int code() const noexcept { return code_; }
+  const std::string& curl_message() const noexcept { return curl_message_; }
+  const std::string& url() const noexcept { return url_; }
+
+ private:
+  int code_;
+  std::string curl_message_;
+  std::string url_;
+};
+
+// The request or connection timed out.
+class TENDRIL_API timeout_error : public error {
+ public:
+  using error::error;
+};
+
+// raise_for_status() on a 4xx/5xx response.
+class TENDRIL_API status_error : public error {
+ public:
+  status_error(long status, std::string url);
+  long status() const noexcept { return status_; }
+
+ private:
+  long status_;
+};
+
+struct download_result {
+  std::filesystem::path path;  // where the file now is
+  std::uint64_t bytes = 0;
+  long status = 0;
+  std::string url;  // effective URL
+  duration elapsed{};
+};
+
+class session;
+namespace detail {
+class stream_state;
+class session_state;
+}  // namespace detail
+
+// A body being received: read(n) suspends the task until data arrives. At most ~1 MiB is buffered: when the
+// reader falls behind, the transfer is paused (backpressure), so memory stays bounded whatever the body size.
+// Destroying an unfinished stream aborts its transfer.
+class TENDRIL_API stream {
+ public:
+  stream(stream&&) noexcept;
+  stream& operator=(stream&&) noexcept;
+  ~stream();
+
+  // Up to n bytes; an empty string once the body is complete. Throws http::error if the transfer fails.
+  std::string read(std::size_t n);
+  // Reads the rest of the body.
+  std::string read_all();
+  long status() const;
+  const headers_map& headers() const;
+  const std::string& url() const;  // effective URL
+  // Throws status_error for 4xx/5xx.
+  const stream& raise_for_status() const;
+
+ private:
+  friend class session;
+  explicit stream(std::unique_ptr<detail::stream_state> s);
+  std::unique_ptr<detail::stream_state> state_;
+};
+
+struct session_options {
+  // Headers sent with every request of the session.
+  std::vector<std::pair<std::string, std::string>> headers;
+  // At most this many requests of the session in flight at once (others wait in tendril, not in libcurl).
+  std::size_t max_connections = 100;
+  // At most this many in flight to one host (scheme://host:port); 0: no per-host limit.
+  std::size_t max_per_host = 0;
+  // Retries for idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) that fail to connect, time out, lose the
+  // connection, or get 502/503/504; waits retry_backoff, doubling each time. 0: no retries.
+  int retries = 0;
+  duration retry_backoff = std::chrono::milliseconds(200);
+  // Defaults for every request's options (timeouts, TLS, proxy...). Per-request headers are added to these.
+  options defaults;
+};
+
+// aiohttp.ClientSession: shares connections (keep-alive, HTTP/2 multiplexing where the server offers it),
+// default headers, limits and retries between requests. Usable from any task of the thread that created it
+// (and from other threads: each thread's transfers run on that thread's event loop).
+class TENDRIL_API session {
+ public:
+  explicit session(session_options o = {});
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  response get(std::string_view url, const options& o = {});
+  response post(std::string_view url, std::string body, const options& o = {});
+  response request(std::string_view method, std::string_view url, std::string body = {}, const options& o = {});
+  // Streams the body into a temporary file beside `to`, renames it to `to` on success, removes it on any failure
+  // or cancellation (never a half-written file under the final name). A 4xx/5xx status is a failure
+  // (status_error).
+  download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
+  // Starts a GET and returns once the response headers are in; read the body with stream::read().
+  stream open(std::string_view url, const options& o = {});
+
+  const session_options& settings() const noexcept;
+
+ private:
+  std::unique_ptr<detail::session_state> state_;
+};
+
+// One-off requests through the calling thread's default session.
+TENDRIL_API response get(std::string_view url, const options& o = {});
+TENDRIL_API response post(std::string_view url, std::string body, const options& o = {});
+TENDRIL_API response request(std::string_view method, std::string_view url, std::string body = {},
+                             const options& o = {});
+TENDRIL_API download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
+
+}  // namespace tendril::http

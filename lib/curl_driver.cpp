@@ -1,0 +1,499 @@
+// lib/curl_driver.cpp — the libcurl multi_socket driver on the scheduler's reactor. The only file that includes curl.
+//
+// Shape (PhotonLibOS-style "callbacks record, the loop acts"):
+//  - CURLMOPT_SOCKETFUNCTION only updates the epoll set (level-triggered) and the per-socket state stored with
+//    curl_multi_assign; CURLMOPT_TIMERFUNCTION only records a deadline.
+//  - The reactor reports ready sockets to socket_state::on_ready, which records the event bits and wakes the
+//    driver: a service task of the scheduler that parks with curl's timer as its deadline.
+//  - The driver task calls curl_multi_socket_action() and curl_multi_info_read(), and wakes the task parked on
+//    each finished transfer. No curl_multi_* call ever happens inside a curl callback (libcurl 7.82+ refuses
+//    them with CURLM_RECURSIVE_API_CALL).
+// libcurl 7.88.1 facts honoured: the same fd number comes back after CURL_POLL_REMOVE (state is per socket, the
+// reactor falls back from ADD to MOD, and ignores ENOENT/EBADF on DEL); CURLOPT_NOSIGNAL on every handle and
+// SIGPIPE ignored once; CURLOPT_QUICK_EXIT so removing a cancelled transfer never waits for a resolver thread;
+// CURLOPT_MAXREDIRS always set; a larger CURLOPT_BUFFERSIZE for bulk transfers.
+#include "curl_driver.hpp"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "exec_context.hpp"
+#include "reactor.hpp"
+
+namespace tendril::detail {
+namespace {
+
+constexpr long transfer_buffer_size = 256 * 1024;
+constexpr std::size_t easy_pool_limit = 256;
+
+struct curl_driver;
+
+struct socket_state final : io_source {
+  curl_driver* driver = nullptr;
+  curl_socket_t fd = CURL_SOCKET_BAD;
+  std::uint32_t pending = 0;  // epoll events not yet handed to curl
+  void on_ready(std::uint32_t events) noexcept override;
+};
+
+struct curl_driver {
+  CURLM* multi = nullptr;
+  reactor* loop = nullptr;
+  std::unordered_map<curl_socket_t, socket_state*> sockets;
+  std::vector<curl_socket_t> ready_fds;
+  std::optional<time_point> timer;
+  bool timer_changed = false;
+  waiter* parked = nullptr;  // the driver task, when parked
+  std::shared_ptr<task_base> service;
+  std::vector<CURL*> easy_pool;
+  int running = 0;
+
+  curl_driver();
+  ~curl_driver();
+  void wake() noexcept {
+    if (parked != nullptr) parked->notify(waiter::outcome::notified);
+  }
+  void loop_forever();
+  void process();
+  void collect_finished();
+  CURL* acquire_easy();
+  void release_easy(CURL* e) noexcept;
+};
+
+thread_local curl_driver* tl_driver = nullptr;
+
+curl_driver& driver() {
+  if (tl_driver == nullptr) {
+    auto* d = new curl_driver();
+    tl_driver = d;
+    d->service = spawn_service([d] { d->loop_forever(); }, "tendril curl driver");
+    at_scheduler_teardown([d] {
+      d->service->cancel();
+      d->service->join();
+      tl_driver = nullptr;
+      delete d;
+    });
+  }
+  return *tl_driver;
+}
+
+void socket_state::on_ready(std::uint32_t events) noexcept {
+  if (pending == 0) driver->ready_fds.push_back(fd);
+  pending |= events;
+  driver->wake();
+}
+
+// CURLMOPT_SOCKETFUNCTION: record what to watch. Only epoll_ctl and curl_multi_assign (allowed in callbacks).
+int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
+  auto* d = static_cast<curl_driver*>(userp);
+  auto* st = static_cast<socket_state*>(socketp);
+  if (what == CURL_POLL_REMOVE) {
+    d->loop->unwatch(s);
+    if (st != nullptr) {
+      d->sockets.erase(s);
+      delete st;
+    }
+    return 0;
+  }
+  if (st == nullptr) {
+    st = new socket_state;
+    st->driver = d;
+    st->fd = s;
+    auto [it, inserted] = d->sockets.emplace(s, st);
+    if (!inserted) {  // a stale entry for a reused fd number
+      delete it->second;
+      it->second = st;
+    }
+    curl_multi_assign(d->multi, s, st);
+  }
+  std::uint32_t events = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
+  try {
+    d->loop->watch(s, events, st);
+  } catch (...) {
+    return -1;  // libcurl fails the transfers using this socket
+  }
+  return 0;
+}
+
+// CURLMOPT_TIMERFUNCTION: record when curl wants to be called.
+int on_timer(CURLM*, long timeout_ms, void* userp) {
+  auto* d = static_cast<curl_driver*>(userp);
+  if (timeout_ms < 0) {
+    d->timer.reset();
+  } else {
+    d->timer = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  }
+  d->timer_changed = true;
+  return 0;
+}
+
+curl_driver::curl_driver() {
+  static std::once_flag global_init;
+  std::call_once(global_init, [] {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    ::signal(SIGPIPE, SIG_IGN);
+  });
+  loop = &reactor::current();
+  multi = curl_multi_init();
+  if (multi == nullptr) throw std::runtime_error("tendril: curl_multi_init failed");
+  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
+  curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
+  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &on_timer);
+  curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
+  curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+}
+
+curl_driver::~curl_driver() {
+  curl_multi_cleanup(multi);  // may report CURL_POLL_REMOVE for open sockets
+  for (auto& [fd, st] : sockets) {
+    loop->unwatch(fd);
+    delete st;
+  }
+  for (CURL* e : easy_pool) curl_easy_cleanup(e);
+}
+
+void curl_driver::loop_forever() {
+  for (;;) {
+    const bool timer_due = timer && *timer <= std::chrono::steady_clock::now();
+    if (ready_fds.empty() && !timer_due) {
+      waiter w;
+      parked = &w;
+      timer_changed = false;
+      waiter::outcome o = park(w, nullptr, timer);
+      parked = nullptr;
+      if (o == waiter::outcome::cancelled) return;  // thread teardown
+    }
+    process();
+  }
+}
+
+void curl_driver::process() {
+  std::vector<curl_socket_t> fds;
+  fds.swap(ready_fds);
+  for (curl_socket_t fd : fds) {
+    auto it = sockets.find(fd);
+    if (it == sockets.end()) continue;
+    const std::uint32_t ev = std::exchange(it->second->pending, 0U);
+    int mask = 0;
+    if ((ev & EPOLLIN) != 0) mask |= CURL_CSELECT_IN;
+    if ((ev & EPOLLOUT) != 0) mask |= CURL_CSELECT_OUT;
+    if ((ev & (EPOLLERR | EPOLLHUP)) != 0) mask |= CURL_CSELECT_ERR;
+    curl_multi_socket_action(multi, fd, mask, &running);
+  }
+  if (timer && *timer <= std::chrono::steady_clock::now()) {
+    timer.reset();
+    curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  }
+  collect_finished();
+}
+
+CURL* curl_driver::acquire_easy() {
+  if (!easy_pool.empty()) {
+    CURL* e = easy_pool.back();
+    easy_pool.pop_back();
+    return e;
+  }
+  CURL* e = curl_easy_init();
+  if (e == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
+  return e;
+}
+
+void curl_driver::release_easy(CURL* e) noexcept {
+  if (easy_pool.size() >= easy_pool_limit) {
+    curl_easy_cleanup(e);
+    return;
+  }
+  curl_easy_reset(e);
+  easy_pool.push_back(e);
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())) != 0) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.remove_suffix(1);
+  return std::string(s);
+}
+
+}  // namespace
+
+struct transfer_impl {
+  curl_driver* driver = nullptr;
+  CURL* easy = nullptr;
+  transfer_request request;
+  body_sink* sink = nullptr;
+  curl_slist* header_list = nullptr;
+  std::string body;
+  http::headers_map headers;
+  char error_buffer[CURL_ERROR_SIZE] = {};
+  CURLcode code = CURLE_OK;
+  bool added = false;
+  bool finished = false;
+  bool paused = false;
+  waiter* parked = nullptr;  // the owning task, while it waits
+  time_point started{};
+  time_point ended{};
+
+  void notify_owner() noexcept {
+    if (parked != nullptr) parked->notify(waiter::outcome::notified);
+  }
+  void complete(CURLcode rc) noexcept {
+    code = rc;
+    finished = true;
+    added = false;
+    ended = std::chrono::steady_clock::now();
+    notify_owner();
+  }
+
+  static std::size_t on_write(char* data, std::size_t size, std::size_t n, void* userp) {
+    auto* t = static_cast<transfer_impl*>(userp);
+    const std::size_t bytes = size * n;
+    if (t->sink == nullptr) {
+      t->body.append(data, bytes);
+      return bytes;
+    }
+    switch (t->sink->on_data(data, bytes)) {
+      case body_sink::result::consumed:
+        t->notify_owner();
+        return bytes;
+      case body_sink::result::pause:
+        t->paused = true;
+        t->notify_owner();
+        return CURL_WRITEFUNC_PAUSE;
+      default:
+        return 0;  // abort: CURLE_WRITE_ERROR
+    }
+  }
+
+  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* userp) {
+    auto* t = static_cast<transfer_impl*>(userp);
+    const std::size_t bytes = size * n;
+    std::string_view line(data, bytes);
+    if (line.rfind("HTTP/", 0) == 0) {
+      t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
+      return bytes;
+    }
+    auto colon = line.find(':');
+    if (colon == std::string_view::npos) return bytes;
+    std::string name = lower(std::string(line.substr(0, colon)));
+    std::string value = trim(line.substr(colon + 1));
+    auto [it, inserted] = t->headers.emplace(name, value);
+    if (!inserted) it->second += ", " + value;
+    return bytes;
+  }
+
+  static int on_progress(void* userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
+    auto* t = static_cast<transfer_impl*>(userp);
+    http::progress p{dlnow, dltotal, ulnow, ultotal};
+    try {
+      return t->request.on_progress(p) ? 0 : 1;
+    } catch (...) {
+      return 1;  // an exception aborts the transfer
+    }
+  }
+
+  void configure() {
+    CURL* e = easy;
+    curl_easy_setopt(e, CURLOPT_URL, request.url.c_str());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, this);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_buffer);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &transfer_impl::on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &transfer_impl::on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, transfer_buffer_size);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, request.max_redirects);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, request.verify_tls ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, request.verify_tls ? 2L : 0L);
+    if (!request.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, request.ca_file.c_str());
+    if (!request.proxy.empty()) curl_easy_setopt(e, CURLOPT_PROXY, request.proxy.c_str());
+    if (request.timeout) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*request.timeout).count();
+      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<long long>(ms, 1)));
+    }
+    if (request.connect_timeout) {
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*request.connect_timeout).count();
+      curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::max<long long>(ms, 1)));
+    }
+    if (request.on_progress) {
+      curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, &transfer_impl::on_progress);
+      curl_easy_setopt(e, CURLOPT_XFERINFODATA, this);
+    }
+    for (const auto& [k, v] : request.headers) {
+      std::string line = k + ": " + v;
+      curl_slist* l = curl_slist_append(header_list, line.c_str());
+      if (l == nullptr) throw std::bad_alloc();
+      header_list = l;
+    }
+    if (header_list != nullptr) curl_easy_setopt(e, CURLOPT_HTTPHEADER, header_list);
+    const std::string& m = request.method;
+    if (m == "GET") {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (m == "HEAD") {
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+      if (m != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, m.c_str());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, request.body.data());
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+    }
+  }
+};
+
+transfer::transfer(transfer_request request, body_sink* sink) : impl_(std::make_unique<transfer_impl>()) {
+  impl_->driver = &driver();
+  impl_->request = std::move(request);
+  impl_->sink = sink;
+  impl_->easy = impl_->driver->acquire_easy();
+  try {
+    impl_->configure();
+  } catch (...) {
+    curl_slist_free_all(impl_->header_list);
+    impl_->driver->release_easy(impl_->easy);
+    throw;
+  }
+}
+
+transfer::~transfer() {
+  abort();
+  curl_slist_free_all(impl_->header_list);
+  impl_->driver->release_easy(impl_->easy);
+}
+
+void transfer::start() {
+  impl_->started = std::chrono::steady_clock::now();
+  CURLMcode rc = curl_multi_add_handle(impl_->driver->multi, impl_->easy);
+  if (rc != CURLM_OK) {
+    throw http::error(-1, curl_multi_strerror(rc), impl_->request.url,
+                      impl_->request.method + " " + impl_->request.url + ": cannot start the transfer: " +
+                          curl_multi_strerror(rc));
+  }
+  impl_->added = true;
+  impl_->driver->wake();  // let the driver pick up the new timer
+}
+
+void transfer::wait() {
+  if (impl_->finished) return;
+  waiter w;
+  impl_->parked = &w;
+  waiter::outcome o = park(w, nullptr, std::nullopt);
+  impl_->parked = nullptr;
+  if (o == waiter::outcome::cancelled || o == waiter::outcome::scope_timeout) {
+    abort();
+    throw_for(o, current_exec());
+  }
+}
+
+void transfer::run() {
+  start();
+  while (!impl_->finished) wait();
+}
+
+void transfer::unpause() {
+  if (!impl_->paused || impl_->finished) return;
+  impl_->paused = false;
+  // May deliver buffered data to the sink synchronously (the sink may pause again).
+  curl_easy_pause(impl_->easy, CURLPAUSE_CONT);
+  impl_->driver->wake();
+}
+
+void transfer::abort() noexcept {
+  if (impl_->added) {
+    curl_multi_remove_handle(impl_->driver->multi, impl_->easy);
+    impl_->added = false;
+  }
+}
+
+bool transfer::finished() const noexcept { return impl_->finished; }
+int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
+
+std::string transfer::describe_failure() const {
+  const CURLcode c = impl_->code;
+  std::string msg = curl_easy_strerror(c);
+  if (impl_->error_buffer[0] != '\0' && msg != impl_->error_buffer) msg += " (" + std::string(impl_->error_buffer) + ")";
+  const char* hint = nullptr;
+  switch (c) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+      hint = "check the URL: tendril speaks http:// and https://";
+      break;
+    case CURLE_COULDNT_RESOLVE_HOST:
+      hint = "check the host name";
+      break;
+    case CURLE_COULDNT_CONNECT:
+      hint = "is the server running, and are the host and port right?";
+      break;
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+      hint = "the server closed the connection before the response was complete";
+      break;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+      hint = "the server's TLS certificate is not trusted: pass its CA in options::ca_file, or set "
+             "options::verify_tls = false for a test server";
+      break;
+    case CURLE_TOO_MANY_REDIRECTS:
+      hint = "raise options::max_redirects, or the server has a redirect loop";
+      break;
+    case CURLE_ABORTED_BY_CALLBACK:
+      hint = "options::on_progress returned false";
+      break;
+    default:
+      break;
+  }
+  if (hint != nullptr) msg += "; " + std::string(hint);
+  return msg;
+}
+
+long transfer::status() const {
+  long s = 0;
+  curl_easy_getinfo(impl_->easy, CURLINFO_RESPONSE_CODE, &s);
+  return s;
+}
+
+std::string transfer::effective_url() const {
+  char* u = nullptr;
+  curl_easy_getinfo(impl_->easy, CURLINFO_EFFECTIVE_URL, &u);
+  return u != nullptr ? std::string(u) : impl_->request.url;
+}
+
+http::headers_map& transfer::headers() noexcept { return impl_->headers; }
+std::string& transfer::body() noexcept { return impl_->body; }
+duration transfer::elapsed() const noexcept {
+  return (impl_->finished ? impl_->ended : std::chrono::steady_clock::now()) - impl_->started;
+}
+const transfer_request& transfer::request() const noexcept { return impl_->request; }
+
+void curl_driver::collect_finished() {
+  int queued = 0;
+  while (CURLMsg* m = curl_multi_info_read(multi, &queued)) {
+    if (m->msg != CURLMSG_DONE) continue;
+    CURL* e = m->easy_handle;
+    const CURLcode rc = m->data.result;
+    transfer_impl* t = nullptr;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, &t);
+    curl_multi_remove_handle(multi, e);
+    if (t != nullptr) t->complete(rc);
+  }
+}
+
+}  // namespace tendril::detail

@@ -1,0 +1,398 @@
+// lib/http.cpp — tendril::http: sessions (limits, retries, default headers), streaming reads and downloads.
+// Talks to libcurl only through detail::transfer (curl_driver.hpp).
+#include "tendril/http.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <system_error>
+
+#include "curl_driver.hpp"
+#include "tendril/scheduler.hpp"
+#include "tendril/sync.hpp"
+
+namespace tendril::http {
+
+// ---- errors and response ---------------------------------------------------------------------------------------
+
+error::error(int code, std::string curl_message, std::string url, const std::string& what)
+    : std::runtime_error(what), code_(code), curl_message_(std::move(curl_message)), url_(std::move(url)) {}
+
+status_error::status_error(long status, std::string url)
+    : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url), status_(status) {}
+
+const response& response::raise_for_status() const {
+  if (status >= 400) throw status_error(status, url);
+  return *this;
+}
+
+std::string response::header(std::string_view name) const {
+  std::string key(name);
+  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto it = headers.find(key);
+  return it != headers.end() ? it->second : std::string();
+}
+
+namespace detail {
+namespace {
+
+using tendril::detail::transfer;
+using tendril::detail::transfer_request;
+
+[[noreturn]] void throw_transfer_error(const transfer& t) {
+  const std::string& url = t.request().url;
+  std::string what = t.request().method + " " + url + " failed: " + t.describe_failure();
+  if (t.code() == tendril::detail::curl_operation_timedout) {
+    throw timeout_error(t.code(), t.describe_failure(), url, what);
+  }
+  throw error(t.code(), t.describe_failure(), url, what);
+}
+
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" || method == "OPTIONS";
+}
+
+bool is_transient(int code) {
+  using namespace tendril::detail;
+  return code == curl_couldnt_connect || code == curl_operation_timedout || code == curl_partial_file ||
+         code == curl_got_nothing || code == curl_send_error || code == curl_recv_error;
+}
+
+bool is_retryable_status(long s) { return s == 502 || s == 503 || s == 504; }
+
+// "scheme://host:port" of a URL, for the per-host limit.
+std::string host_key(std::string_view url) {
+  auto scheme_end = url.find("://");
+  std::size_t start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  auto end = url.find_first_of("/?#", start);
+  return std::string(url.substr(0, end));
+}
+
+}  // namespace
+
+class session_state {
+ public:
+  explicit session_state(session_options o)
+      : settings(std::move(o)), in_flight(std::max<std::size_t>(settings.max_connections, 1)) {}
+
+  // Holds one in-flight slot of the session (and of the host, with a per-host limit) for its lifetime.
+  class slot {
+   public:
+    slot(session_state& s, std::string_view url) : s_(s) {
+      if (s_.settings.max_per_host > 0) {
+        std::lock_guard<std::mutex> lk(s_.hosts_mutex);
+        auto& sem = s_.hosts[host_key(url)];
+        if (!sem) sem = std::make_unique<semaphore>(s_.settings.max_per_host);
+        host_ = sem.get();
+      }
+      if (host_ != nullptr) host_->acquire();
+      try {
+        s_.in_flight.acquire();
+      } catch (...) {
+        if (host_ != nullptr) host_->release();
+        throw;
+      }
+    }
+    ~slot() {
+      s_.in_flight.release();
+      if (host_ != nullptr) host_->release();
+    }
+    slot(const slot&) = delete;
+    slot& operator=(const slot&) = delete;
+
+   private:
+    session_state& s_;
+    semaphore* host_ = nullptr;
+  };
+
+  // The request as libcurl will run it: session defaults, overridden by every field the request sets.
+  transfer_request make_request(std::string_view method, std::string_view url, std::string body,
+                                const options& o) const {
+    const options& d = settings.defaults;
+    const options unset{};
+    transfer_request r;
+    r.method = std::string(method);
+    r.url = std::string(url);
+    r.body = std::move(body);
+    r.headers = settings.headers;
+    r.headers.insert(r.headers.end(), d.headers.begin(), d.headers.end());
+    r.headers.insert(r.headers.end(), o.headers.begin(), o.headers.end());
+    r.timeout = o.timeout ? o.timeout : d.timeout;
+    r.connect_timeout = o.connect_timeout ? o.connect_timeout : d.connect_timeout;
+    r.follow_redirects = o.follow_redirects != unset.follow_redirects ? o.follow_redirects : d.follow_redirects;
+    r.max_redirects = o.max_redirects != unset.max_redirects ? o.max_redirects : d.max_redirects;
+    r.verify_tls = o.verify_tls != unset.verify_tls ? o.verify_tls : d.verify_tls;
+    r.ca_file = !o.ca_file.empty() ? o.ca_file : d.ca_file;
+    r.proxy = !o.proxy.empty() ? o.proxy : d.proxy;
+    r.on_progress = o.on_progress ? o.on_progress : d.on_progress;
+    return r;
+  }
+
+  // Runs `attempt` with the session's retry policy (idempotent methods only).
+  template <class F>
+  auto with_retries(std::string_view method, F attempt) {
+    const int retries = is_idempotent(method) ? settings.retries : 0;
+    duration backoff = settings.retry_backoff;
+    for (int i = 0;; ++i) {
+      try {
+        return attempt(i < retries);
+      } catch (const status_error& e) {
+        if (i >= retries || !is_retryable_status(e.status())) throw;
+      } catch (const error& e) {
+        if (i >= retries || !is_transient(e.code())) throw;
+      }
+      sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
+
+  session_options settings;
+  semaphore in_flight;
+  std::mutex hosts_mutex;
+  std::map<std::string, std::unique_ptr<semaphore>> hosts;
+};
+
+// A streamed body: a bounded buffer between the driver (producer) and the reading task.
+class stream_state final : public tendril::detail::body_sink {
+ public:
+  static constexpr std::size_t buffer_limit = 1024 * 1024;
+
+  stream_state(session_state& s, transfer_request r) : slot_(s, r.url), transfer_(std::move(r), this) {}
+
+  result on_data(const char* data, std::size_t n) noexcept override {
+    got_data_ = true;
+    if (buffered() >= buffer_limit) return result::pause;  // curl hands the same data again on unpause
+    try {
+      buffer_.append(data, n);
+    } catch (...) {
+      return result::abort;
+    }
+    return result::consumed;
+  }
+
+  void start() {
+    transfer_.start();
+    while (!got_data_ && !transfer_.finished()) transfer_.wait();
+    if (transfer_.finished() && transfer_.code() != 0) throw_transfer_error(transfer_);
+  }
+
+  std::string read(std::size_t n) {
+    while (buffered() == 0 && !transfer_.finished()) {
+      transfer_.unpause();
+      if (buffered() == 0 && !transfer_.finished()) transfer_.wait();
+    }
+    if (buffered() == 0) {
+      if (transfer_.code() != 0) throw_transfer_error(transfer_);
+      return {};
+    }
+    const std::size_t take = std::min(n, buffered());
+    std::string out = buffer_.substr(offset_, take);
+    offset_ += take;
+    if (offset_ == buffer_.size()) {
+      buffer_.clear();
+      offset_ = 0;
+    } else if (offset_ > buffer_limit / 2) {
+      buffer_.erase(0, offset_);
+      offset_ = 0;
+    }
+    if (buffered() < buffer_limit / 2) transfer_.unpause();
+    return out;
+  }
+
+  transfer& xfer() { return transfer_; }
+  const std::string& url() {
+    url_ = transfer_.effective_url();
+    return url_;
+  }
+
+ private:
+  std::size_t buffered() const { return buffer_.size() - offset_; }
+
+  session_state::slot slot_;
+  transfer transfer_;
+  std::string buffer_;
+  std::size_t offset_ = 0;
+  bool got_data_ = false;
+  std::string url_;
+};
+
+namespace {
+
+// Writes the body to a file as it arrives.
+class file_sink final : public tendril::detail::body_sink {
+ public:
+  explicit file_sink(int fd) : fd_(fd) {}
+  result on_data(const char* data, std::size_t n) noexcept override {
+    while (n > 0) {
+      ssize_t w = ::write(fd_, data, n);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        error_ = errno;
+        return result::abort;
+      }
+      data += w;
+      n -= static_cast<std::size_t>(w);
+      bytes_ += static_cast<std::uint64_t>(w);
+    }
+    return result::consumed;
+  }
+  int write_error() const { return error_; }
+  std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  int fd_;
+  int error_ = 0;
+  std::uint64_t bytes_ = 0;
+};
+
+// A temporary file beside the destination, removed unless committed.
+class temp_file {
+ public:
+  explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
+    std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+    std::string pattern = (dir / ("." + dest.filename().string() + ".part-XXXXXX")).string();
+    fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
+    if (fd_ < 0) {
+      throw std::filesystem::filesystem_error("cannot create a temporary file for the download",
+                                              std::filesystem::path(pattern),
+                                              std::error_code(errno, std::generic_category()));
+    }
+    path_ = pattern;
+  }
+  ~temp_file() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(path_.c_str());
+  }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  int fd() const { return fd_; }
+  void commit() {
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) {
+      throw std::filesystem::filesystem_error("cannot finish writing the download", path_,
+                                              std::error_code(errno, std::generic_category()));
+    }
+    std::filesystem::rename(path_, dest_);
+    committed_ = true;
+  }
+
+ private:
+  std::filesystem::path dest_;
+  std::filesystem::path path_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+response perform(session_state& s, std::string_view method, std::string_view url, const std::string& body,
+                 const options& o, bool may_retry) {
+  session_state::slot slot(s, url);
+  transfer t(s.make_request(method, url, body, o), nullptr);
+  t.run();
+  if (t.code() != 0) throw_transfer_error(t);
+  response r;
+  r.status = t.status();
+  r.headers = std::move(t.headers());
+  r.body = std::move(t.body());
+  r.url = t.effective_url();
+  r.elapsed = t.elapsed();
+  if (may_retry && is_retryable_status(r.status)) throw status_error(r.status, r.url);
+  return r;
+}
+
+}  // namespace
+}  // namespace detail
+
+// ---- session ---------------------------------------------------------------------------------------------------
+
+session::session(session_options o) : state_(std::make_unique<detail::session_state>(std::move(o))) {}
+session::~session() = default;
+
+const session_options& session::settings() const noexcept { return state_->settings; }
+
+response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
+  return state_->with_retries(method,
+                              [&](bool may_retry) { return detail::perform(*state_, method, url, body, o, may_retry); });
+}
+
+response session::get(std::string_view url, const options& o) { return request("GET", url, {}, o); }
+
+response session::post(std::string_view url, std::string body, const options& o) {
+  return request("POST", url, std::move(body), o);
+}
+
+download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
+  return state_->with_retries("GET", [&](bool) {
+    detail::session_state::slot slot(*state_, url);
+    detail::temp_file file(to);
+    detail::file_sink sink(file.fd());
+    tendril::detail::transfer t(state_->make_request("GET", url, {}, o), &sink);
+    t.run();
+    if (sink.write_error() != 0) {
+      throw std::filesystem::filesystem_error("cannot write the download", to,
+                                              std::error_code(sink.write_error(), std::generic_category()));
+    }
+    if (t.code() != 0) detail::throw_transfer_error(t);
+    const long status = t.status();
+    if (status >= 400) throw status_error(status, t.effective_url());
+    file.commit();
+    return download_result{to, sink.bytes(), status, t.effective_url(), t.elapsed()};
+  });
+}
+
+stream session::open(std::string_view url, const options& o) {
+  auto st = std::make_unique<detail::stream_state>(*state_, state_->make_request("GET", url, {}, o));
+  st->start();
+  return stream(std::move(st));
+}
+
+// ---- stream ----------------------------------------------------------------------------------------------------
+
+stream::stream(std::unique_ptr<detail::stream_state> s) : state_(std::move(s)) {}
+stream::stream(stream&&) noexcept = default;
+stream& stream::operator=(stream&&) noexcept = default;
+stream::~stream() = default;
+
+std::string stream::read(std::size_t n) { return state_->read(n); }
+
+std::string stream::read_all() {
+  std::string all;
+  for (std::string chunk; !(chunk = read(1 << 20)).empty();) all += chunk;
+  return all;
+}
+
+long stream::status() const { return state_->xfer().status(); }
+const headers_map& stream::headers() const { return state_->xfer().headers(); }
+const std::string& stream::url() const { return state_->url(); }
+const stream& stream::raise_for_status() const {
+  if (status() >= 400) throw status_error(status(), url());
+  return *this;
+}
+
+// ---- free functions --------------------------------------------------------------------------------------------
+
+namespace {
+session& default_session() {
+  thread_local session s;
+  return s;
+}
+}  // namespace
+
+response get(std::string_view url, const options& o) { return default_session().get(url, o); }
+response post(std::string_view url, std::string body, const options& o) {
+  return default_session().post(url, std::move(body), o);
+}
+response request(std::string_view method, std::string_view url, std::string body, const options& o) {
+  return default_session().request(method, url, std::move(body), o);
+}
+download_result download(std::string_view url, const std::filesystem::path& to, const options& o) {
+  return default_session().download(url, to, o);
+}
+
+}  // namespace tendril::http
