@@ -14,6 +14,7 @@
 #include "tendril/greenlet.hpp"
 #include "tendril/http.hpp"
 #include "tendril/io.hpp"
+#include "tendril/net.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/stack.hpp"
 #include "tendril/sync.hpp"

@@ -1,0 +1,108 @@
+// tendril/net.hpp — TCP sockets whose blocking calls suspend only the calling task.
+//
+//   auto listener = tendril::net::tcp_listener::bind("127.0.0.1", 0);     // port 0: any free port
+//   tendril::spawn([&] {
+//     for (;;) {
+//       auto client = std::make_shared<tendril::net::tcp_stream>(listener.accept());
+//       tendril::spawn([client] { char buf[4096]; while (auto n = client->read(buf, sizeof buf)) client->write_all(buf, n); });
+//     }
+//   });
+//   auto s = tendril::net::tcp_stream::connect("127.0.0.1", listener.port(), 2s);
+//   s.write_all("ping");
+//
+// Every blocking member takes an optional timeout and throws net::timeout_error when it passes; every failure is
+// a net::error naming the address ("connect to 127.0.0.1:8080: Connection refused"). A peer that disconnects
+// makes read() return 0 (end of stream), read_exactly() throw net::error, and write_all() throw net::error.
+// Cancellation points. A socket is meant to be used by one task at a time (one reader or one writer waiting).
+// Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "tendril/detail/wait_queue.hpp"
+#include "tendril/export.hpp"
+
+namespace tendril::net {
+
+// A socket operation failed. address() is "host:port"; code() the errno value (0 if none).
+class TENDRIL_API error : public std::runtime_error {
+ public:
+  error(const std::string& what, std::string address, int code);
+  const std::string& address() const noexcept { return address_; }
+  int code() const noexcept { return code_; }
+
+ private:
+  std::string address_;
+  int code_;
+};
+
+// A socket operation's timeout passed.
+class TENDRIL_API timeout_error : public error {
+ public:
+  using error::error;
+};
+
+class TENDRIL_API tcp_stream {
+ public:
+  // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error.
+  static tcp_stream connect(std::string_view host, std::uint16_t port,
+                            std::optional<duration> timeout = std::nullopt);
+
+  tcp_stream() = default;
+  // Takes ownership of a connected socket (made non-blocking here).
+  tcp_stream(int fd, std::string peer);
+  tcp_stream(tcp_stream&& other) noexcept;
+  tcp_stream& operator=(tcp_stream&& other) noexcept;
+  ~tcp_stream();  // closes
+
+  // Reads at most n bytes; returns 0 at end of stream (the peer closed). Waits until some data is available.
+  std::size_t read(void* buf, std::size_t n, std::optional<duration> timeout = std::nullopt);
+  // Reads exactly n bytes; throws net::error if the peer closes first (saying how many bytes arrived).
+  void read_exactly(void* buf, std::size_t n, std::optional<duration> timeout = std::nullopt);
+  // Writes all n bytes. `timeout` bounds the whole write.
+  void write_all(const void* buf, std::size_t n, std::optional<duration> timeout = std::nullopt);
+  void write_all(std::string_view s, std::optional<duration> timeout = std::nullopt) {
+    write_all(s.data(), s.size(), timeout);
+  }
+  // Ends the sending direction (the peer reads end of stream); reading still works.
+  void shutdown();
+  void close() noexcept;
+  bool is_open() const noexcept { return fd_ >= 0; }
+  int native_handle() const noexcept { return fd_; }
+  // "host:port" of the peer.
+  const std::string& peer() const noexcept { return peer_; }
+
+ private:
+  int fd_ = -1;
+  std::string peer_;
+};
+
+class TENDRIL_API tcp_listener {
+ public:
+  // Binds and listens on host:port (port 0: a free port; see port()). SO_REUSEADDR is set.
+  static tcp_listener bind(std::string_view host, std::uint16_t port, int backlog = 4096);
+
+  tcp_listener() = default;
+  tcp_listener(tcp_listener&& other) noexcept;
+  tcp_listener& operator=(tcp_listener&& other) noexcept;
+  ~tcp_listener();
+
+  // Waits for the next connection.
+  tcp_stream accept(std::optional<duration> timeout = std::nullopt);
+  std::uint16_t port() const noexcept { return port_; }
+  const std::string& address() const noexcept { return address_; }
+  void close() noexcept;
+  int native_handle() const noexcept { return fd_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::string address_;
+};
+
+}  // namespace tendril::net

@@ -1,0 +1,257 @@
+// lib/net.cpp — tendril::net on POSIX sockets and the public wait_readable / wait_writable.
+#include "tendril/net.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "tendril/executor.hpp"
+#include "tendril/io.hpp"
+
+namespace tendril::net {
+
+error::error(const std::string& what, std::string address, int code)
+    : std::runtime_error(what), address_(std::move(address)), code_(code) {}
+
+namespace {
+
+std::string join(std::string_view host, std::uint16_t port) {
+  return (host.find(':') != std::string_view::npos ? "[" + std::string(host) + "]" : std::string(host)) + ":" +
+         std::to_string(port);
+}
+
+[[noreturn]] void fail(const std::string& op, const std::string& address, int err) {
+  throw error(op + " " + address + ": " + std::strerror(err), address, err);
+}
+
+[[noreturn]] void time_out(const std::string& op, const std::string& address) {
+  throw timeout_error(op + " " + address + ": timed out", address, ETIMEDOUT);
+}
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+// Remaining time until `deadline`, for the next wait.
+std::optional<duration> remaining(std::optional<time_point> deadline) {
+  if (!deadline) return std::nullopt;
+  auto left = *deadline - std::chrono::steady_clock::now();
+  return left > duration::zero() ? left : duration::zero();
+}
+
+struct resolved {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  int family = AF_INET;
+};
+
+// Numeric addresses directly; names through getaddrinfo on the thread pool (it blocks).
+resolved resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive) {
+  resolved r;
+  std::string h(host);
+  if (h.empty() || h == "*") h = "0.0.0.0";
+  if (h == "localhost") h = "127.0.0.1";
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&r.addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&r.addr);
+  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    r.len = sizeof(sockaddr_in);
+    r.family = AF_INET;
+    return r;
+  }
+  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    r.len = sizeof(sockaddr_in6);
+    r.family = AF_INET6;
+    return r;
+  }
+  auto found = run_in_thread([h, port, passive]() -> std::optional<resolved> {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    addrinfo* res = nullptr;
+    std::string service = std::to_string(port);
+    if (::getaddrinfo(h.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr) return std::nullopt;
+    resolved out;
+    std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
+    out.len = res->ai_addrlen;
+    out.family = res->ai_family;
+    ::freeaddrinfo(res);
+    return out;
+  });
+  if (!found) throw error("resolve " + address + ": unknown host", address, 0);
+  return *found;
+}
+
+std::string describe(const sockaddr_storage& a) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, buf, sizeof buf);
+    return join(buf, ntohs(v6->sin6_port));
+  }
+  const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+  ::inet_ntop(AF_INET, &v4->sin_addr, buf, sizeof buf);
+  return join(buf, ntohs(v4->sin_port));
+}
+
+}  // namespace
+
+// ---- tcp_stream ------------------------------------------------------------------------------------------------
+
+tcp_stream::tcp_stream(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) { set_nonblocking(fd_); }
+
+tcp_stream::tcp_stream(tcp_stream&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), peer_(std::move(other.peer_)) {}
+
+tcp_stream& tcp_stream::operator=(tcp_stream&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    peer_ = std::move(other.peer_);
+  }
+  return *this;
+}
+
+tcp_stream::~tcp_stream() { close(); }
+
+tcp_stream tcp_stream::connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout) {
+  const std::string address = join(host, port);
+  const auto deadline = detail::deadline_after(timeout);
+  resolved r = resolve(host, port, address, false);
+  int fd = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail("connect to", address, errno);
+  tcp_stream s(fd, address);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) {
+    if (errno != EINPROGRESS) fail("connect to", address, errno);
+    if (!wait_writable(fd, remaining(deadline))) time_out("connect to", address);
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) fail("connect to", address, err);
+  }
+  return s;
+}
+
+std::size_t tcp_stream::read(void* buf, std::size_t n, std::optional<duration> timeout) {
+  if (fd_ < 0) throw error("read from a closed tcp_stream", peer_, EBADF);
+  const auto deadline = detail::deadline_after(timeout);
+  for (;;) {
+    ssize_t r = ::recv(fd_, buf, n, 0);
+    if (r >= 0) return static_cast<std::size_t>(r);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("read from", peer_, errno);
+    if (!wait_readable(fd_, remaining(deadline))) time_out("read from", peer_);
+  }
+}
+
+void tcp_stream::read_exactly(void* buf, std::size_t n, std::optional<duration> timeout) {
+  const auto deadline = detail::deadline_after(timeout);
+  auto* p = static_cast<char*>(buf);
+  std::size_t got = 0;
+  while (got < n) {
+    std::size_t r = read(p + got, n - got, remaining(deadline));
+    if (r == 0) {
+      throw error("read from " + peer_ + ": connection closed by the peer after " + std::to_string(got) + " of " +
+                      std::to_string(n) + " bytes",
+                  peer_, 0);
+    }
+    got += r;
+  }
+}
+
+void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duration> timeout) {
+  if (fd_ < 0) throw error("write to a closed tcp_stream", peer_, EBADF);
+  const auto deadline = detail::deadline_after(timeout);
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
+    if (w >= 0) {
+      p += w;
+      n -= static_cast<std::size_t>(w);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("write to", peer_, errno);
+    if (!wait_writable(fd_, remaining(deadline))) time_out("write to", peer_);
+  }
+}
+
+void tcp_stream::shutdown() {
+  if (fd_ >= 0 && ::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) fail("shutdown of", peer_, errno);
+}
+
+void tcp_stream::close() noexcept {
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+// ---- tcp_listener ----------------------------------------------------------------------------------------------
+
+tcp_listener::tcp_listener(tcp_listener&& other) noexcept
+    : fd_(std::exchange(other.fd_, -1)), port_(other.port_), address_(std::move(other.address_)) {}
+
+tcp_listener& tcp_listener::operator=(tcp_listener&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = std::exchange(other.fd_, -1);
+    port_ = other.port_;
+    address_ = std::move(other.address_);
+  }
+  return *this;
+}
+
+tcp_listener::~tcp_listener() { close(); }
+
+tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, int backlog) {
+  std::string address = join(host, port);
+  resolved r = resolve(host, port, address, true);
+  tcp_listener l;
+  l.fd_ = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (l.fd_ < 0) fail("listen on", address, errno);
+  int one = 1;
+  ::setsockopt(l.fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(l.fd_, reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) fail("bind to", address, errno);
+  if (::listen(l.fd_, backlog) != 0) fail("listen on", address, errno);
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  ::getsockname(l.fd_, reinterpret_cast<sockaddr*>(&bound), &len);
+  l.address_ = describe(bound);
+  l.port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  return l;
+}
+
+tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
+  if (fd_ < 0) throw error("accept on a closed tcp_listener", address_, EBADF);
+  const auto deadline = detail::deadline_after(timeout);
+  for (;;) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof peer;
+    int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return tcp_stream(fd, describe(peer));
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("accept on", address_, errno);
+    if (!wait_readable(fd_, remaining(deadline))) time_out("accept on", address_);
+  }
+}
+
+void tcp_listener::close() noexcept {
+  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+}  // namespace tendril::net
