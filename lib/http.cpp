@@ -66,6 +66,28 @@ bool is_transient(int code) {
 
 bool is_retryable_status(long s) { return s == 502 || s == 503 || s == 504; }
 
+bool same_header_name(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
+  }
+  return true;
+}
+
+// Appends `more` to `to`; a name in `more` replaces (case-insensitively) every earlier header of that name, as
+// aiohttp and requests do with session headers. Repeats within `more` itself are all kept.
+void add_headers(std::vector<std::pair<std::string, std::string>>& to,
+                 const std::vector<std::pair<std::string, std::string>>& more) {
+  if (more.empty()) return;
+  std::erase_if(to, [&](const auto& h) {
+    for (const auto& m : more) {
+      if (same_header_name(h.first, m.first)) return true;
+    }
+    return false;
+  });
+  to.insert(to.end(), more.begin(), more.end());
+}
+
 // "scheme://host:port" of a URL, for the per-host limit.
 std::string host_key(std::string_view url) {
   auto scheme_end = url.find("://");
@@ -121,8 +143,8 @@ class session_state {
     r.url = std::string(url);
     r.body = std::move(body);
     r.headers = settings.headers;
-    r.headers.insert(r.headers.end(), d.headers.begin(), d.headers.end());
-    r.headers.insert(r.headers.end(), o.headers.begin(), o.headers.end());
+    add_headers(r.headers, d.headers);
+    add_headers(r.headers, o.headers);
     r.timeout = o.timeout ? o.timeout : d.timeout;
     r.connect_timeout = o.connect_timeout ? o.connect_timeout : d.connect_timeout;
     r.follow_redirects = o.follow_redirects != unset.follow_redirects ? o.follow_redirects : d.follow_redirects;
@@ -179,7 +201,9 @@ class stream_state final : public tendril::detail::body_sink {
   void start() {
     transfer_.start();
     while (!got_data_ && !transfer_.finished()) transfer_.wait();
-    if (transfer_.finished() && transfer_.code() != 0) throw_transfer_error(transfer_);
+    // A failure after part of the body arrived is read()'s to report, after that part: whether the body was cut
+    // before or after this point must not depend on how fast the loop ran.
+    if (transfer_.finished() && transfer_.code() != 0 && !got_data_) throw_transfer_error(transfer_);
   }
 
   std::string read(std::size_t n) {

@@ -524,6 +524,14 @@ void yield() {
       throw task_cancelled();
     }
   }
+  // yield() is a suspension point, so an expired tendril::timeout scope fires here too (a loop that only
+  // yields would otherwise never time out).
+  if (timeout* scope = detail::nearest_scope(self);
+      scope != nullptr && timeout_access::deadline(*scope) <= std::chrono::steady_clock::now()) {
+    timeout_access::expire(*scope);
+    self.expired_scope_length = timeout_access::length(*scope);
+    detail::throw_for(detail::waiter::outcome::scope_timeout, self);
+  }
   detail::switch_guard guard(self);
   boost::this_fiber::yield();
 }

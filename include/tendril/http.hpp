@@ -54,7 +54,8 @@ using headers_map = std::map<std::string, std::string>;
 
 // Per-request options. Every field has a safe default.
 struct options {
-  // Extra request headers, e.g. {"Accept", "application/json"}. Added after the session's default headers.
+  // Extra request headers, e.g. {"Accept", "application/json"}. Added after the session's default headers; a name
+  // given here replaces a session default of the same name (case-insensitive).
   std::vector<std::pair<std::string, std::string>> headers;
   // Limit for the whole transfer (connect + send + receive); none by default. Exceeding it throws timeout_error.
   std::optional<duration> timeout;
@@ -156,7 +157,7 @@ class TENDRIL_API stream {
 };
 
 struct session_options {
-  // Headers sent with every request of the session.
+  // Headers sent with every request of the session (a request's own header of the same name replaces one).
   std::vector<std::pair<std::string, std::string>> headers;
   // At most this many requests of the session in flight at once (others wait in tendril, not in libcurl).
   std::size_t max_connections = 100;
@@ -187,7 +188,8 @@ class TENDRIL_API session {
   // or cancellation (never a half-written file under the final name). A 4xx/5xx status is a failure
   // (status_error).
   download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
-  // Starts a GET and returns once the response headers are in; read the body with stream::read().
+  // Starts a GET and returns once the response headers are in; read the body with stream::read(). Throws
+  // http::error if the request fails before any of the body arrives (later failures are thrown by read()).
   stream open(std::string_view url, const options& o = {});
 
   const session_options& settings() const noexcept;

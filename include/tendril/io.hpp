@@ -4,14 +4,16 @@
 //   if (!tendril::wait_readable(fd, 5s)) throw my_timeout{};
 //   ssize_t n = ::read(fd, buf, sizeof buf);
 //
-// The wait goes through the thread's epoll reactor. Cancellation points. At most one task may wait on a given fd
-// at a time (a second waiter gets usage_error).
+// The wait goes through the thread's epoll reactor. Cancellation points. On a thread, at most one task may wait
+// for a given fd to become readable and one for it to become writable at a time (so one task can read a socket
+// while another writes it); a second waiter for the same direction gets usage_error.
 #pragma once
 
 #include <optional>
 
 #include "tendril/detail/wait_queue.hpp"
 #include "tendril/export.hpp"
+#include "tendril/scheduler.hpp"  // usage_error
 
 namespace tendril {
 

@@ -1,0 +1,189 @@
+// bench/switch.cpp — the cost of a greenlet switch and of a greenlet's whole life, against raw Boost.Context.
+//
+// Measures, in one process, with the best (minimum) of several repetitions to shed noise:
+//   - switch round trip, main <-> greenlet: main switches into a greenlet that switches straight back;
+//   - switch round trip, greenlet <-> greenlet: two greenlets ping-pong (no main greenlet in between);
+//   - create-run-finish: create a greenlet, switch into it, it returns at once (its stack goes back to the pool);
+// and the same with raw boost::context::fiber, the library tendril's greenlets sit on. The raw fibers use
+// boost::context::pooled_fixedsize_stack (stacks recycled through a boost::pool, no guard page), the fair
+// counterpart of tendril's per-thread stack pool; tendril additionally keeps a guard page per stack (set up once
+// per pooled stack, not per greenlet) and does everything a greenlet switch promises: values in and out, parent
+// bookkeeping, reference counts, the tracer check and the per-greenlet C++ exception state.
+//
+// Targets (printed, never asserted): round trip <= 1.5x raw, create-run-finish <= 2x raw.
+// Build with optimisation (the default debugoptimized build is fine). Run: build/bench/bench_switch [scale]
+#include <boost/context/fiber.hpp>
+#include <boost/context/pooled_fixedsize_stack.hpp>
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <tendril/greenlet.hpp>
+#include <tendril/stack.hpp>
+#include <utility>
+
+namespace ctx = boost::context;
+using tendril::greenlet;
+
+// Time is the calling thread's CPU time (CLOCK_THREAD_CPUTIME_ID), not wall time: on a busy machine a batch may be
+// preempted, and wall time would then measure the other processes. Both sides are measured the same way.
+struct bench_clock {
+  using time_point = std::chrono::nanoseconds;
+  static time_point now() noexcept {
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+  }
+};
+
+namespace {
+
+constexpr int repetitions = 9;
+constexpr std::size_t stack_size = 256 * 1024;  // tendril's default_stack_size()
+
+volatile long sink = 0;
+
+// Runs `batch` (which performs `ops` operations and returns the nanoseconds it measured) `repetitions` times and
+// returns the best nanoseconds per operation.
+template <class F>
+double best_ns_per_op(long ops, F&& batch) {
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < repetitions; ++r) best = std::min(best, batch() / static_cast<double>(ops));
+  return best;
+}
+
+double elapsed_ns(bench_clock::time_point t0, bench_clock::time_point t1) {
+  return static_cast<double>((t1 - t0).count());
+}
+
+// ---- tendril ----------------------------------------------------------------------------------------------------
+
+double tendril_round_trip_main(long n) {
+  greenlet main = greenlet::current();
+  greenlet g([&main] {
+    for (;;) main.switch_();
+  });
+  g.switch_();  // start it: it parks in main.switch_()
+  auto t0 = bench_clock::now();
+  for (long i = 0; i < n; ++i) g.switch_();
+  auto t1 = bench_clock::now();
+  return elapsed_ns(t0, t1);
+  // g is dropped suspended: killed with greenlet_exit (outside the timed region).
+}
+
+double tendril_round_trip_pair(long n) {
+  double ns = 0;
+  greenlet b;
+  greenlet a([&] {
+    auto t0 = bench_clock::now();
+    for (long i = 0; i < n; ++i) b.switch_();
+    auto t1 = bench_clock::now();
+    ns = elapsed_ns(t0, t1);
+  });
+  b = greenlet([&a] {
+    for (;;) a.switch_();
+  });
+  b.switch_();  // start b: its first a.switch_() starts a, which ping-pongs n times, then returns to main
+  return ns;
+}
+
+double tendril_create_run_finish(long n) {
+  auto t0 = bench_clock::now();
+  for (long i = 0; i < n; ++i) {
+    greenlet g([] {});
+    g.switch_();
+  }
+  auto t1 = bench_clock::now();
+  return elapsed_ns(t0, t1);
+}
+
+// ---- raw boost::context::fiber ----------------------------------------------------------------------------------
+
+double raw_round_trip_main(long n, ctx::pooled_fixedsize_stack& salloc) {
+  ctx::fiber f{std::allocator_arg, salloc, [](ctx::fiber&& m) {
+                 for (;;) m = std::move(m).resume();
+                 return std::move(m);
+               }};
+  f = std::move(f).resume();
+  auto t0 = bench_clock::now();
+  for (long i = 0; i < n; ++i) f = std::move(f).resume();
+  auto t1 = bench_clock::now();
+  return elapsed_ns(t0, t1);
+  // f is destroyed suspended: unwound with forced_unwind.
+}
+
+double raw_round_trip_pair(long n, ctx::pooled_fixedsize_stack& salloc) {
+  double ns = 0;
+  ctx::fiber a{std::allocator_arg, salloc, [&](ctx::fiber&& m) {
+                 ctx::fiber b{std::allocator_arg, salloc, [](ctx::fiber&& back) {
+                                for (;;) back = std::move(back).resume();
+                                return std::move(back);
+                              }};
+                 auto t0 = bench_clock::now();
+                 for (long i = 0; i < n; ++i) b = std::move(b).resume();
+                 auto t1 = bench_clock::now();
+                 ns = elapsed_ns(t0, t1);
+                 return std::move(m);
+               }};
+  a = std::move(a).resume();
+  return ns;
+}
+
+double raw_create_run_finish(long n, ctx::pooled_fixedsize_stack& salloc) {
+  auto t0 = bench_clock::now();
+  for (long i = 0; i < n; ++i) {
+    ctx::fiber f{std::allocator_arg, salloc, [](ctx::fiber&& c) { return std::move(c); }};
+    f = std::move(f).resume();
+    sink = sink + static_cast<bool>(f);
+  }
+  auto t1 = bench_clock::now();
+  return elapsed_ns(t0, t1);
+}
+
+struct row {
+  const char* name;
+  double tendril_ns;
+  double raw_ns;
+  double target;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double scale = argc > 1 ? std::atof(argv[1]) : 1.0;
+  const long switches = static_cast<long>(1'000'000 * scale);
+  const long creates = static_cast<long>(200'000 * scale);
+  ctx::pooled_fixedsize_stack salloc(stack_size);
+
+  // Warm up both stack pools and the code paths once.
+  tendril_create_run_finish(1000);
+  raw_create_run_finish(1000, salloc);
+
+  row rows[] = {
+      {"switch round trip, main <-> greenlet", best_ns_per_op(switches, [&] { return tendril_round_trip_main(switches); }),
+       best_ns_per_op(switches, [&] { return raw_round_trip_main(switches, salloc); }), 1.5},
+      {"switch round trip, greenlet <-> greenlet",
+       best_ns_per_op(switches, [&] { return tendril_round_trip_pair(switches); }),
+       best_ns_per_op(switches, [&] { return raw_round_trip_pair(switches, salloc); }), 1.5},
+      {"create-run-finish", best_ns_per_op(creates, [&] { return tendril_create_run_finish(creates); }),
+       best_ns_per_op(creates, [&] { return raw_create_run_finish(creates, salloc); }), 2.0},
+  };
+
+  std::printf("tendril greenlets vs raw boost::context::fiber (pooled_fixedsize_stack), %d KiB stacks\n",
+              static_cast<int>(stack_size / 1024));
+  std::printf("thread CPU time, best of %d repetitions; %ld switch round trips, %ld create-run-finish per repetition\n\n",
+              repetitions, switches, creates);
+  std::printf("%-42s %12s %12s %8s %8s\n", "", "tendril ns", "raw ns", "ratio", "target");
+  for (const row& r : rows) {
+    const double ratio = r.tendril_ns / r.raw_ns;
+    std::printf("%-42s %12.1f %12.1f %7.2fx %6.1fx  %s\n", r.name, r.tendril_ns, r.raw_ns, ratio, r.target,
+                ratio <= r.target ? "met" : "MISSED");
+  }
+  const tendril::stack_pool_stats st = tendril::stack_pool_statistics();
+  std::printf("\ntendril stack pool afterwards: %zu in use, %zu pooled, %zu mapped\n", st.in_use, st.pooled, st.mapped);
+  return 0;
+}

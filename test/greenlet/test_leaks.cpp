@@ -1,0 +1,108 @@
+// No leaks: stacks go back to the pool, and every dropped greenlet is unwound (greenlet's test_leaks.py).
+// Memory itself is checked by running this suite under valgrind and ASan (meson test --setup valgrind / asan).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/generator.hpp"
+#include "tendril/greenlet.hpp"
+#include "tendril/stack.hpp"
+
+using tendril::greenlet;
+using tendril::greenlet_exit;
+using tendril::stack_pool_statistics;
+using namespace tendril_test;
+
+TEST_SUITE("leaks") {
+
+TEST_CASE("10,000 create-run-finish cycles: no stack is mapped or kept in use beyond the first") {
+  greenlet([] {}).switch_();  // warm the pool
+  const tendril::stack_pool_stats before = stack_pool_statistics();
+  long sum = 0;
+  for (int i = 0; i < 10000; ++i) {
+    greenlet g([](int x) { return x + 1; });
+    sum += g.switch_(i).as<int>();
+    REQUIRE(g.dead());
+  }
+  const tendril::stack_pool_stats after = stack_pool_statistics();
+  CHECK(sum == 10000L * 10001 / 2);
+  CHECK(after.mapped == before.mapped);
+  CHECK(after.in_use == before.in_use);
+  CHECK(after.pooled == before.pooled);
+}
+
+TEST_CASE("a running greenlet holds a stack; it goes back to the pool when the greenlet finishes or is killed") {
+  greenlet([] {}).switch_();
+  const tendril::stack_pool_stats before = stack_pool_statistics();
+  {
+    greenlet g([] { switch_to_parent(); });
+    CHECK(stack_pool_statistics().in_use == before.in_use);  // unstarted: no stack yet
+    g.switch_();
+    CHECK(stack_pool_statistics().in_use == before.in_use + 1);
+  }
+  CHECK(stack_pool_statistics().in_use == before.in_use);
+  CHECK(stack_pool_statistics().mapped == before.mapped);
+}
+
+TEST_CASE("20,000 suspended greenlets dropped: each receives greenlet_exit and unwinds") {
+  int unwound = 0;
+  int exits_caught = 0;
+  struct on_unwind {
+    int* n;
+    ~on_unwind() { ++*n; }
+  };
+  auto body = [&] {
+    on_unwind u{&unwound};
+    try {
+      switch_to_parent();
+    } catch (const greenlet_exit&) {
+      ++exits_caught;
+      throw;
+    }
+  };
+  greenlet(body).switch_();  // warm up: one suspended greenlet, killed at the end of this statement
+  REQUIRE(unwound == 1);
+  unwound = exits_caught = 0;
+  const std::size_t mapped_before = stack_pool_statistics().mapped;
+  const std::size_t in_use_before = stack_pool_statistics().in_use;
+
+  // In batches of 1000 alive at once, so memory stays bounded under valgrind.
+  constexpr int batches = 20;
+  constexpr int batch = 1000;
+  std::size_t peak_in_use = 0;
+  for (int b = 0; b < batches; ++b) {
+    std::vector<greenlet> held;
+    held.reserve(batch);
+    for (int i = 0; i < batch; ++i) {
+      held.emplace_back(body);
+      held.back().switch_();
+    }
+    peak_in_use = std::max(peak_in_use, stack_pool_statistics().in_use);
+  }
+  CHECK(peak_in_use == in_use_before + batch);
+  CHECK(unwound == batches * batch);
+  CHECK(exits_caught == batches * batch);
+  CHECK(stack_pool_statistics().in_use == in_use_before);
+  // Later batches reuse pooled stacks (the pool keeps a bounded number; the rest are unmapped).
+  const tendril::stack_pool_stats after = stack_pool_statistics();
+  CHECK(after.mapped <= mapped_before + batch);
+  CHECK(after.mapped == after.in_use + after.pooled);
+}
+
+TEST_CASE("unfinished generators dropped in a loop leave no stacks behind") {
+  tendril::generator<int>([](tendril::yielder<int>& y) { y(1); }).next();
+  const tendril::stack_pool_stats before = stack_pool_statistics();
+  for (int i = 0; i < 2000; ++i) {
+    tendril::generator<int> g([](tendril::yielder<int>& y) {
+      for (int k = 0;; ++k) y(k);
+    });
+    REQUIRE(g.next() == 0);
+    REQUIRE(g.next() == 1);
+  }
+  CHECK(stack_pool_statistics().in_use == before.in_use);
+  CHECK(stack_pool_statistics().mapped == before.mapped);
+}
+
+}  // TEST_SUITE

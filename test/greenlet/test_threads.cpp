@@ -1,0 +1,254 @@
+// Greenlets and OS threads: each thread has its own main greenlet; greenlets never cross threads.
+#include <doctest/doctest.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/greenlet.hpp"
+
+using tendril::greenlet;
+using tendril::greenlet_error;
+using tendril::greenlet_exit;
+using tendril::value;
+using namespace tendril_test;
+
+namespace {
+
+// A one-shot flag to step two threads through a scenario in order.
+class latch {
+ public:
+  void set() {
+    std::lock_guard<std::mutex> lk(m_);
+    set_ = true;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lk(m_);
+    cv_.wait(lk, [&] { return set_; });
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool set_ = false;
+};
+
+// Runs `body` on a thread that creates a greenlet (returned through `out`), then waits for `done` before
+// exiting, so the greenlet's domain is alive while the main thread uses the handle.
+struct foreign_greenlet {
+  latch created, done;
+  std::optional<greenlet> g;
+  std::optional<greenlet> foreign_main;
+  std::thread th;
+
+  explicit foreign_greenlet(bool start_it) {
+    th = std::thread([this, start_it] {
+      greenlet local([] { switch_to_parent(); });
+      if (start_it) local.switch_();
+      g = local;
+      foreign_main = greenlet::current();
+      created.set();
+      done.wait();
+      // Let it finish here: a greenlet still suspended when its thread ends can never run again, and its stack
+      // (with whatever its frames reference) is deliberately leaked.
+      if (local.active()) local.switch_();
+    });
+    created.wait();
+  }
+  foreign_greenlet(const foreign_greenlet&) = delete;
+  foreign_greenlet& operator=(const foreign_greenlet&) = delete;
+  ~foreign_greenlet() { finish(); }
+  void finish() {
+    if (th.joinable()) {
+      done.set();
+      th.join();
+    }
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("threads") {
+
+TEST_CASE("greenlets in 10 threads at once: each thread runs its own, results checked (test_threads)") {
+  constexpr int thread_count = 10;
+  constexpr int rounds = 200;
+  std::vector<std::vector<int>> results(thread_count);
+  std::vector<int> main_ok(thread_count, 0);
+  latch go;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < thread_count; ++t) {
+    threads.emplace_back([&, t] {
+      go.wait();  // start together so the threads really interleave
+      greenlet main = greenlet::current();
+      std::vector<int>& out = results[t];
+      for (int r = 0; r < rounds; ++r) {
+        // Two children ping-ponging through the main greenlet, tagged with the thread number.
+        greenlet a([&](int base) {
+          out.push_back(base + 1);
+          int v = switch_to_parent(base + 2).as<int>();
+          out.push_back(v);
+          return base + 4;
+        });
+        int x = a.switch_(t * 1000).as<int>();
+        out.push_back(x);
+        out.push_back(a.switch_(t * 1000 + 3).as<int>());
+        if (greenlet::current() == main && main.is_main()) ++main_ok[t];
+        if (r + 1 < rounds) out.clear();
+      }
+    });
+  }
+  go.set();
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < thread_count; ++t) {
+    CAPTURE(t);
+    CHECK(results[t] == std::vector<int>{t * 1000 + 1, t * 1000 + 2, t * 1000 + 3, t * 1000 + 4});
+    CHECK(main_ok[t] == rounds);
+  }
+}
+
+TEST_CASE("every thread has its own main greenlet") {
+  greenlet here = greenlet::current();
+  std::optional<greenlet> there;
+  bool there_is_main = false;
+  std::thread([&] {
+    there = greenlet::current();
+    there_is_main = there->is_main() && !there->parent().has_value();
+  }).join();
+  CHECK(there_is_main);
+  CHECK_FALSE(*there == here);
+  CHECK(here.is_main());
+}
+
+TEST_CASE("switching to or throwing into another thread's greenlet throws greenlet_error (test_switch_to_another_thread)") {
+  SUBCASE("unstarted") {
+    foreign_greenlet f(false);
+    CHECK_THROWS_AS(f.g->switch_(), greenlet_error);
+    CHECK_THROWS_AS(f.g->throw_(), greenlet_error);
+    CHECK_THROWS_AS(f.g->throw_(std::make_exception_ptr(some_error("x"))), greenlet_error);
+    CHECK_FALSE(f.g->started());  // nothing happened to it
+    CHECK_THROWS_AS(f.foreign_main->switch_(), greenlet_error);
+    f.finish();
+  }
+  SUBCASE("suspended") {
+    foreign_greenlet f(true);
+    CHECK(f.g->active());
+    try {
+      f.g->switch_();
+      FAIL("switched into another thread's greenlet");
+    } catch (const greenlet_error& e) {
+      CHECK(std::string(e.what()).find("thread") != std::string::npos);
+    }
+    CHECK_THROWS_AS(f.g->throw_(), greenlet_error);
+    CHECK(f.g->active());
+    f.finish();
+  }
+  SUBCASE("after the thread has exited") {
+    foreign_greenlet f(false);
+    f.finish();
+    CHECK_THROWS_AS(f.g->switch_(), greenlet_error);
+    CHECK_THROWS_AS(f.g->throw_(std::make_exception_ptr(some_error("x"))), greenlet_error);
+  }
+}
+
+TEST_CASE("a greenlet's parent cannot belong to another thread") {
+  SUBCASE("set_parent (test_threaded_reparent)") {
+    foreign_greenlet f(false);
+    greenlet g([] { switch_to_parent(); });
+    g.switch_();
+    try {
+      g.set_parent(*f.g);
+      FAIL("accepted a parent of another thread");
+    } catch (const greenlet_error& e) {
+      CHECK(std::string(e.what()).find("thread") != std::string::npos);
+    }
+    CHECK(g.parent() == greenlet::current());
+    CHECK_THROWS_AS(f.g->set_parent(g), greenlet_error);  // and the other way round
+    CHECK_THROWS_AS(g.set_parent(*f.foreign_main), greenlet_error);
+    g.switch_();
+    CHECK(g.dead());
+  }
+  SUBCASE("the constructor") {
+    foreign_greenlet f(false);
+    CHECK_THROWS_AS(greenlet([] {}, *f.g), greenlet_error);
+    CHECK_THROWS_AS(greenlet([] {}, *f.foreign_main), greenlet_error);
+  }
+}
+
+TEST_CASE("a greenlet dropped on another thread is killed when its owner next calls tendril "
+          "(test_dealloc_other_thread)") {
+  struct on_unwind {
+    int* count;
+    std::thread::id* where;
+    ~on_unwind() {
+      ++*count;
+      *where = std::this_thread::get_id();
+    }
+  };
+  int destroyed = 0;
+  std::thread::id destroyed_on;
+  std::optional<greenlet> g(std::in_place, [&] {
+    on_unwind u{&destroyed, &destroyed_on};
+    switch_to_parent();
+  });
+  g->switch_();
+  REQUIRE(g->active());
+
+  // Hand the only handle to a thread that drops it.
+  std::thread dropper([h = std::move(*g)]() mutable {
+    greenlet last = std::move(h);
+    (void)last;
+  });
+  g.reset();  // a moved-from handle
+  dropper.join();
+  CHECK(destroyed == 0);  // deferred: it can only run on its own thread
+
+  greenlet::current();  // the owner calls tendril: the deferred kill happens here
+  CHECK(destroyed == 1);
+  CHECK(destroyed_on == std::this_thread::get_id());
+}
+
+TEST_CASE("greenlets left suspended by a thread are killed when the thread ends its own use of them") {
+  int destroyed = 0;
+  std::thread([&] {
+    struct on_unwind {
+      int* count;
+      ~on_unwind() { ++*count; }
+    };
+    std::vector<greenlet> held;
+    for (int i = 0; i < 5; ++i) {
+      held.emplace_back([&] {
+        on_unwind u{&destroyed};
+        switch_to_parent();
+      });
+      held.back().switch_();
+    }
+  }).join();
+  CHECK(destroyed == 5);
+}
+
+TEST_CASE("tracers are per thread") {
+  int calls_here = 0;
+  tendril::tracer previous = tendril::settrace([&](tendril::trace_event, const greenlet&, const greenlet&) {
+    ++calls_here;
+  });
+  bool other_thread_has_none = false;
+  int other_thread_calls = 0;
+  std::thread([&] {
+    other_thread_has_none = !tendril::gettrace();
+    greenlet([] {}).switch_();
+    other_thread_calls = calls_here;
+  }).join();
+  CHECK(other_thread_has_none);
+  CHECK(other_thread_calls == 0);
+  greenlet([] {}).switch_();
+  CHECK(calls_here == 2);
+  tendril::settrace(previous);
+}
+
+}  // TEST_SUITE

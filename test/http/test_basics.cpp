@@ -1,0 +1,136 @@
+// http::get and friends: concurrency between tasks, and the same call in main(), in a task, in a greenlet.
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/greenlet.hpp"
+#include "tendril/wait.hpp"
+
+using namespace http_test;
+
+TEST_CASE("20 one-second requests from 20 tasks take about one second in total") {
+  const std::string u = url("/delay/1");
+  stopwatch sw;
+  auto bodies = tendril::run([&] {
+    std::vector<tendril::task<std::string>> ts;
+    for (int i = 0; i < 20; ++i) ts.push_back(tendril::spawn([&] { return http::get(u).raise_for_status().body; }));
+    return tendril::gather(ts);
+  });
+  const auto took = sw.elapsed();
+  MESSAGE("20 x /delay/1 took " << sw.ms() << " ms");
+  REQUIRE(bodies.size() == 20);
+  for (const auto& b : bodies) CHECK(b == "delayed 1");
+  CHECK(took >= 1s);
+  CHECK(took < generous(5s));  // sequential would be 20 s
+}
+
+TEST_CASE("other tasks keep running while a request waits") {
+  std::atomic<bool> done{false};
+  int ticks = 0;
+  tendril::run([&] {
+    auto ticker = tendril::spawn([&] {
+      while (!done) {
+        tendril::sleep_for(10ms);
+        ++ticks;
+      }
+    });
+    auto r = http::get(url("/delay/1"));
+    done = true;
+    ticker.get();
+    CHECK(r.status == 200);
+    CHECK(r.elapsed >= 1s);
+  });
+  CHECK(ticks >= 5);
+}
+
+TEST_CASE("the same call works in plain main(), in a task, and in a greenlet inside a task") {
+  const std::string u = url("/bytes/5000");
+  const std::string want = expected_bytes(5000);
+
+  SUBCASE("plain main(): no run(), no task") {
+    auto r = http::get(u);
+    CHECK(r.status == 200);
+    CHECK(r.ok());
+    CHECK(r.body == want);
+    CHECK(r.url == u);
+    CHECK(r.header("Content-Length") == "5000");
+    CHECK(r.header("content-type") == "application/octet-stream");
+    CHECK(r.elapsed > 0ns);
+  }
+  SUBCASE("plain main(), twice in a row and with a task spawned from main") {
+    auto t = tendril::spawn([&] { return http::get(u).body; });
+    CHECK(http::get(u).body == want);
+    CHECK(t.get() == want);
+  }
+  SUBCASE("in a task") {
+    auto body = tendril::run([&] { return http::get(u).body; });
+    CHECK(body == want);
+  }
+  SUBCASE("in a greenlet inside a task, while another task ticks") {
+    int ticks = 0;
+    std::string body;
+    tendril::run([&] {
+      bool done = false;
+      auto ticker = tendril::spawn([&] {
+        while (!done) {
+          tendril::sleep_for(10ms);
+          ++ticks;
+        }
+      });
+      tendril::greenlet g([&] { body = http::get(url("/bytes/5000?delay=0.5")).body; });
+      g.switch_();
+      CHECK(g.dead());
+      done = true;
+      ticker.get();
+    });
+    CHECK(body == want);
+    CHECK(ticks >= 5);  // the greenlet's request suspended the whole task, not the thread
+  }
+  SUBCASE("in a greenlet in plain main()") {
+    std::string body;
+    tendril::greenlet g([&] { body = http::get(u).body; });
+    g.switch_();
+    CHECK(body == want);
+  }
+}
+
+TEST_CASE("request(): HEAD, PUT, DELETE and an empty body") {
+  auto head = http::request("HEAD", url("/bytes/1234"));
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+  CHECK(head.header("content-length") == "1234");
+
+  auto put = http::request("PUT", url("/echo"), "put body");
+  CHECK(put.status == 200);
+  CHECK(put.body == "put body");
+
+  auto del = http::request("DELETE", url("/bytes/10"));
+  CHECK(del.status == 404);  // the server only serves GET/HEAD there: a response, not an error
+
+  auto empty = http::post(url("/echo"), "");
+  CHECK(empty.status == 200);
+  CHECK(empty.body.empty());
+
+  auto none = http::get(url("/status/204"));
+  CHECK(none.status == 204);
+  CHECK(none.body.empty());
+}
+
+TEST_CASE("response headers are lower-cased and header() is case-insensitive") {
+  auto r = http::get(url("/status/200"));
+  CHECK(r.headers.count("content-type") == 1);
+  CHECK(r.headers.count("Content-Type") == 0);
+  CHECK(r.header("CONTENT-TYPE") == "text/plain");
+  CHECK(r.header("x-not-there").empty());
+  CHECK(r.header("server") == "tendril-test-server/1.0");
+}
+
+TEST_CASE("a request from another OS thread runs on that thread's own loop") {
+  const std::string u = url("/bytes/100");  // the server starts on the main thread, not on `th`
+  std::string body;
+  std::thread th([&] { body = http::get(u).body; });
+  th.join();
+  CHECK(body == expected_bytes(100));
+}

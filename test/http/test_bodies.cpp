@@ -1,0 +1,189 @@
+// Request bodies and headers, and streamed response bodies (session::open).
+#include <string>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/wait.hpp"
+
+using namespace http_test;
+
+namespace {
+// A body with every byte value, NULs included.
+std::string binary_body(std::size_t n) {
+  std::string s(n, '\0');
+  std::uint32_t x = 12345;
+  for (std::size_t i = 0; i < n; ++i) {
+    x = x * 1103515245U + 12345U;
+    s[i] = static_cast<char>(i % 7 == 0 ? 0 : (x >> 16) & 0xff);
+  }
+  return s;
+}
+}  // namespace
+
+TEST_CASE("POST /echo round-trips the body") {
+  SUBCASE("text") {
+    auto r = http::post(url("/echo"), "hello, tendril");
+    CHECK(r.status == 200);
+    CHECK(r.body == "hello, tendril");
+  }
+  SUBCASE("binary with NULs") {
+    const std::string body = binary_body(1000);
+    REQUIRE(body.find('\0') != std::string::npos);
+    auto r = http::post(url("/echo"), body);
+    CHECK(r.body.size() == body.size());
+    CHECK(r.body == body);
+  }
+  SUBCASE("1 MiB binary, with a content type") {
+    const std::size_t n = under_valgrind() ? 256 * 1024 : 1024 * 1024;
+    const std::string body = binary_body(n);
+    http::options o;
+    o.headers = {{"Content-Type", "application/x-tendril"}};
+    auto r = http::post(url("/echo"), body, o);
+    CHECK(r.status == 200);
+    CHECK(r.body.size() == n);
+    CHECK(r.body == body);
+    CHECK(r.header("content-type") == "application/x-tendril");
+  }
+  SUBCASE("many at once, from tasks") {
+    auto ok = tendril::run([&] {
+      std::vector<tendril::task<bool>> ts;
+      for (int i = 0; i < 20; ++i) {
+        ts.push_back(tendril::spawn([i] {
+          std::string body = binary_body(10000 + static_cast<std::size_t>(i));
+          return http::post(url("/echo"), body).body == body;
+        }));
+      }
+      return tendril::gather(ts);
+    });
+    for (bool b : ok) CHECK(b);
+  }
+}
+
+TEST_CASE("custom headers reach the server, after the session's defaults") {
+  SUBCASE("per request") {
+    http::options o;
+    o.headers = {{"X-Tendril-Test", "abc 123"}, {"Accept", "application/json"}};
+    auto r = http::get(url("/headers"), o);
+    REQUIRE(r.status == 200);
+    INFO(r.body);
+    CHECK(contains(r.body, "\"x-tendril-test\": \"abc 123\""));
+    CHECK(contains(r.body, "\"accept\": \"application/json\""));
+  }
+  SUBCASE("session default headers, session default options' headers, and per-request ones") {
+    http::session_options so;
+    so.headers = {{"X-Session", "s1"}};
+    so.defaults.headers = {{"X-Defaults", "d1"}};
+    http::session s(so);
+    http::options o;
+    o.headers = {{"X-Request", "r1"}};
+    auto r = s.get(url("/headers"), o);
+    INFO(r.body);
+    CHECK(contains(r.body, "\"x-session\": \"s1\""));
+    CHECK(contains(r.body, "\"x-defaults\": \"d1\""));
+    CHECK(contains(r.body, "\"x-request\": \"r1\""));
+    auto plain = s.get(url("/headers"));
+    CHECK(contains(plain.body, "\"x-session\": \"s1\""));
+    CHECK(!contains(plain.body, "x-request"));
+    // The default session sends none of them.
+    CHECK(!contains(http::get(url("/headers")).body, "x-session"));
+  }
+  SUBCASE("a request header replaces a session header of the same name (any case); repeats are kept") {
+    http::session_options so;
+    so.headers = {{"User-Agent", "tendril-session"}, {"X-Keep", "k"}};
+    so.defaults.headers = {{"x-defaults", "d1"}};
+    http::session s(so);
+    CHECK(contains(s.get(url("/headers")).body, "\"user-agent\": \"tendril-session\""));
+    http::options o;
+    o.headers = {{"user-agent", "tendril-request"}, {"X-Defaults", "d2"}, {"X-Twice", "1"}, {"X-Twice", "2"}};
+    auto body = s.get(url("/headers"), o).body;
+    INFO(body);
+    CHECK(contains(body, "\"user-agent\": \"tendril-request\""));
+    CHECK(contains(body, "\"x-defaults\": \"d2\""));
+    CHECK(contains(body, "\"x-keep\": \"k\""));
+    CHECK(contains(body, "\"x-twice\": \"1, 2\""));
+    CHECK(!contains(body, "tendril-session"));
+  }
+}
+
+TEST_CASE("session::open streams the body: read(n) pieces concatenate to the body") {
+  http::session s;
+  const std::size_t n = 1000000;
+  SUBCASE("read(n)") {
+    auto st = s.open(url("/bytes/" + std::to_string(n)));
+    CHECK(st.status() == 200);
+    CHECK(st.headers().at("content-length") == std::to_string(n));
+    CHECK(st.url() == url("/bytes/" + std::to_string(n)));
+    std::string all;
+    std::size_t pieces = 0;
+    for (std::string piece; !(piece = st.read(10007)).empty();) {
+      CHECK(piece.size() <= 10007);
+      all += piece;
+      ++pieces;
+    }
+    CHECK(pieces >= n / 10007);
+    CHECK(all == expected_bytes(n));
+    CHECK(st.read(10).empty());  // stays at the end
+  }
+  SUBCASE("read_all()") {
+    auto st = s.open(url("/bytes/" + std::to_string(3 * n)));  // more than the stream's buffer
+    CHECK(st.read_all() == expected_bytes(3 * n));
+  }
+  SUBCASE("a slow body, read in a task while another task ticks") {
+    int ticks = 0;
+    tendril::run([&] {
+      bool done = false;
+      auto ticker = tendril::spawn([&] {
+        while (!done) {
+          tendril::sleep_for(10ms);
+          ++ticks;
+        }
+      });
+      auto st = s.open(url("/slow/20000?chunk=2000&interval=0.05"));
+      std::string all;
+      for (std::string piece; !(piece = st.read(100000)).empty();) all += piece;
+      done = true;
+      ticker.get();
+      CHECK(all == expected_bytes(20000));
+    });
+    CHECK(ticks >= 5);
+  }
+  SUBCASE("a 404 stream: status, then raise_for_status") {
+    auto st = s.open(url("/status/404"));
+    CHECK(st.status() == 404);
+    CHECK_THROWS_AS(st.raise_for_status(), http::status_error);
+    CHECK(st.read_all() == "status 404");
+  }
+  SUBCASE("a dropped connection fails read with code 18") {
+    auto st = s.open(url("/drop/400000"));
+    bool failed = false;
+    std::string got;
+    try {
+      for (std::string piece; !(piece = st.read(65536)).empty();) got += piece;
+    } catch (const http::error& e) {
+      failed = true;
+      CHECK(e.code() == 18);
+      CHECK(contains(e.what(), url("/drop/400000")));
+    }
+    CHECK(failed);
+    CHECK(got.size() <= 200000);
+    CHECK(got == expected_bytes(got.size()));
+  }
+  SUBCASE("a refused connection fails open() itself") {
+    const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/";
+    CHECK_THROWS_AS(s.open(u), http::error);
+  }
+  SUBCASE("dropping an unfinished stream aborts its transfer; the session stays usable") {
+    {
+      auto st = s.open(url("/slow/1000000?chunk=1000&interval=0.01"));
+      CHECK(st.read(10).size() <= 10);
+    }
+    stopwatch sw;
+    CHECK(s.get(url("/bytes/100")).body == expected_bytes(100));
+    CHECK(sw.elapsed() < generous(2s));
+  }
+  SUBCASE("streams may be moved") {
+    auto st = s.open(url("/bytes/1000"));
+    http::stream other = std::move(st);
+    CHECK(other.read_all() == expected_bytes(1000));
+  }
+}

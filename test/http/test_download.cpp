@@ -1,0 +1,144 @@
+// Downloads to files: the content on success, and never a file (nor a temp file) left behind on failure.
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/wait.hpp"
+
+using namespace http_test;
+
+TEST_CASE("a successful download writes exactly the body under the destination name") {
+  temp_dir dir;
+  const std::size_t n = 300000;
+  const fs::path to = dir.path / "out.bin";
+  auto r = http::download(url("/bytes/" + std::to_string(n)), to);
+  CHECK(r.path == to);
+  CHECK(r.bytes == n);
+  CHECK(r.status == 200);
+  CHECK(r.url == url("/bytes/" + std::to_string(n)));
+  CHECK(r.elapsed > 0ns);
+  CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+  CHECK(read_file(to) == expected_bytes(n));
+}
+
+TEST_CASE("a download replaces an existing file, follows redirects, and works from many tasks") {
+  temp_dir dir;
+  SUBCASE("replaces") {
+    const fs::path to = dir.path / "f";
+    { std::ofstream(to) << "old content that is longer than the new one, much longer indeed"; }
+    auto r = http::download(url("/bytes/10"), to);
+    CHECK(r.bytes == 10);
+    CHECK(read_file(to) == expected_bytes(10));
+  }
+  SUBCASE("redirect") {
+    auto r = http::download(url("/redirect/2"), dir.path / "r");
+    CHECK(r.url == url("/redirect/0"));
+    CHECK(read_file(dir.path / "r") == "redirect done");
+  }
+  SUBCASE("an empty body") {
+    auto r = http::download(url("/bytes/0"), dir.path / "empty");
+    CHECK(r.bytes == 0);
+    CHECK(fs::exists(dir.path / "empty"));
+    CHECK(fs::file_size(dir.path / "empty") == 0);
+  }
+  SUBCASE("20 tasks with one session") {
+    http::session s;
+    tendril::run([&] {
+      std::vector<tendril::task<std::uint64_t>> ts;
+      for (int i = 0; i < 20; ++i) {
+        ts.push_back(tendril::spawn([&, i] {
+          auto n = static_cast<std::size_t>(1000 * (i + 1));
+          return s.download(url("/bytes/" + std::to_string(n)), dir.path / ("f" + std::to_string(i))).bytes;
+        }));
+      }
+      auto sizes = tendril::gather(ts);
+      for (int i = 0; i < 20; ++i) CHECK(sizes[static_cast<std::size_t>(i)] == 1000u * static_cast<unsigned>(i + 1));
+    });
+    CHECK(dir.entries().size() == 20);
+    for (int i = 0; i < 20; ++i) {
+      CHECK(read_file(dir.path / ("f" + std::to_string(i))) == expected_bytes(1000 * static_cast<std::size_t>(i + 1)));
+    }
+  }
+}
+
+TEST_CASE("a failed download leaves no file behind") {
+  temp_dir dir;
+  const fs::path to = dir.path / "out.bin";
+  SUBCASE("connection dropped mid-body") {
+    try {
+      http::download(url("/drop/300000"), to);
+      FAIL("no exception");
+    } catch (const http::error& e) {
+      CHECK(e.code() == 18);
+      CHECK(contains(e.what(), url("/drop/300000")));
+    }
+  }
+  SUBCASE("404") {
+    try {
+      http::download(url("/status/404"), to);
+      FAIL("no exception");
+    } catch (const http::status_error& e) {
+      CHECK(e.status() == 404);
+      CHECK(contains(e.what(), url("/status/404")));
+    }
+  }
+  SUBCASE("refused connection") {
+    CHECK_THROWS_AS(http::download("http://127.0.0.1:" + std::to_string(refused_port()) + "/", to), http::error);
+  }
+  SUBCASE("timeout") {
+    http::options o;
+    o.timeout = 200ms;
+    CHECK_THROWS_AS(http::download(url("/stall"), to, o), http::timeout_error);
+  }
+  SUBCASE("on_progress aborts") {
+    http::options o;
+    o.on_progress = [](const http::progress& p) { return p.downloaded == 0; };
+    CHECK_THROWS_AS(http::download(url("/slow/100000?chunk=1000&interval=0.01"), to, o), http::error);
+  }
+  SUBCASE("an existing destination is left untouched by a failure") {
+    { std::ofstream(to) << "keep me"; }
+    CHECK_THROWS_AS(http::download(url("/drop/300000"), to), http::error);
+    CHECK(read_file(to) == "keep me");
+    CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+    return;
+  }
+  SUBCASE("cancelled mid-transfer") {
+    std::atomic<std::int64_t> seen{0};
+    tendril::run([&] {
+      auto t = tendril::spawn([&] {
+        http::options o;
+        o.on_progress = [&](const http::progress& p) {
+          seen = p.downloaded;
+          return true;
+        };
+        return http::download(url("/slow/1000000?chunk=1000&interval=0.01"), to, o).bytes;  // about 10 s
+      });
+      // Wait (by polling, as a user would) until the transfer has written part of the body.
+      stopwatch sw;
+      while (seen == 0 && sw.elapsed() < generous(10s)) tendril::sleep_for(5ms);
+      REQUIRE(seen > 0);
+      bool part_file = false;
+      for (const auto& name : dir.entries()) part_file = part_file || contains(name, ".part");
+      CHECK(part_file);  // the body goes to a temp file beside the destination
+      stopwatch cancel_sw;
+      CHECK(t.cancel());
+      t.join();
+      CHECK(cancel_sw.elapsed() < generous(2s));
+      CHECK(t.cancelled());
+    });
+  }
+  CHECK(dir.entries().empty());
+}
+
+TEST_CASE("a download into a missing directory fails with a filesystem_error naming the path") {
+  temp_dir dir;
+  const fs::path to = dir.path / "missing" / "out.bin";
+  try {
+    http::download(url("/bytes/10"), to);
+    FAIL("no exception");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(contains(e.what(), (dir.path / "missing").string()));
+  }
+  CHECK(dir.entries().empty());
+}

@@ -1,0 +1,225 @@
+// Every error path gives its typed exception, with the libcurl code and a message naming the URL.
+#include <string>
+
+#include "helpers.hpp"
+#include "tendril/wait.hpp"
+
+using namespace http_test;
+
+namespace {
+
+// Runs `fn`, which must throw E; returns a copy of the exception.
+template <class E, class F>
+E expect_throw(F&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e;
+  } catch (const std::exception& e) {
+    FAIL("unexpected exception type: " << e.what());
+  }
+  FAIL("no exception");
+  throw std::logic_error("unreachable");
+}
+
+void check_names_url(const http::error& e, const std::string& u) {
+  INFO("what(): " << e.what());
+  CHECK(e.url() == u);
+  CHECK(contains(e.what(), u));
+  CHECK(!e.curl_message().empty());
+}
+
+}  // namespace
+
+TEST_CASE("an unsupported scheme is an http::error naming the URL") {
+  const std::string u = "ftp://127.0.0.1:1/file.txt";
+  auto e = expect_throw<http::error>([&] { http::get(u); });
+  check_names_url(e, u);
+  CHECK(e.code() == 1);  // CURLE_UNSUPPORTED_PROTOCOL
+  CHECK(contains(e.what(), "http://"));  // the hint says what is supported
+}
+
+TEST_CASE("a malformed URL is an http::error naming the URL") {
+  for (std::string u : {"http://[::1", "http://exa mple.com/", "http://127.0.0.1:99999/"}) {
+    INFO("url: " << u);
+    auto e = expect_throw<http::error>([&] { http::get(u); });
+    check_names_url(e, u);
+    CHECK(e.code() == 3);  // CURLE_URL_MALFORMAT
+  }
+  auto e = expect_throw<http::error>([&] { http::get(""); });
+  CHECK(e.code() == 3);
+}
+
+TEST_CASE("a refused connection is http::error code 7 with a hint") {
+  const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/x";
+  auto e = expect_throw<http::error>([&] { http::get(u); });
+  check_names_url(e, u);
+  CHECK(e.code() == 7);  // CURLE_COULDNT_CONNECT
+  CHECK(contains(e.what(), "is the server running"));
+  // Also from a task.
+  auto e2 = expect_throw<http::error>([&] { tendril::run([&] { http::get(u); }); });
+  CHECK(e2.code() == 7);
+}
+
+TEST_CASE("the server dropping the connection mid-body is http::error code 18") {
+  const std::string u = url("/drop/200000");
+  auto e = expect_throw<http::error>([&] { http::get(u); });
+  check_names_url(e, u);
+  CHECK(e.code() == 18);  // CURLE_PARTIAL_FILE
+  CHECK(contains(e.what(), "closed the connection"));
+}
+
+TEST_CASE("a stalled transfer with options.timeout throws http::timeout_error, also an http::error") {
+  const std::string u = url("/stall");
+  http::options o;
+  o.timeout = 300ms;
+  stopwatch sw;
+  auto e = expect_throw<http::timeout_error>([&] { http::get(u, o); });
+  CHECK(sw.elapsed() >= 300ms);
+  CHECK(sw.elapsed() < generous(5s));  // /stall holds the connection for 60 s
+  check_names_url(e, u);
+  CHECK(e.code() == 28);  // CURLE_OPERATION_TIMEDOUT
+  const http::error& base = e;
+  CHECK(base.code() == 28);
+  // Caught as the base class too.
+  bool caught_as_error = false;
+  try {
+    http::get(u, o);
+  } catch (const http::error&) {
+    caught_as_error = true;
+  }
+  CHECK(caught_as_error);
+}
+
+TEST_CASE("a 404 is a response until raise_for_status() throws status_error") {
+  const std::string u = url("/status/404");
+  auto r = http::get(u);
+  CHECK(r.status == 404);
+  CHECK(!r.ok());
+  CHECK(r.body == "status 404");
+  auto e = expect_throw<http::status_error>([&] { r.raise_for_status(); });
+  CHECK(e.status() == 404);
+  CHECK(e.url() == u);
+  CHECK(contains(e.what(), u));
+  CHECK(contains(e.what(), "404"));
+  // status_error is an http::error.
+  bool caught = false;
+  try {
+    http::get(url("/status/503")).raise_for_status();
+  } catch (const http::error& err) {
+    caught = true;
+    CHECK(contains(err.what(), "503"));
+  }
+  CHECK(caught);
+  // 2xx and 3xx do not throw.
+  CHECK_NOTHROW(http::get(url("/status/200")).raise_for_status());
+  http::options no_follow;
+  no_follow.follow_redirects = false;
+  CHECK_NOTHROW(http::get(url("/redirect/1"), no_follow).raise_for_status());
+}
+
+TEST_CASE("redirects: a chain is followed, a loop is an error, follow_redirects=false returns the 302") {
+  SUBCASE("chain") {
+    auto r = http::get(url("/redirect/3"));
+    CHECK(r.status == 200);
+    CHECK(r.body == "redirect done");
+    CHECK(r.url == url("/redirect/0"));
+    CHECK(r.header("location").empty());  // headers of the final response only
+  }
+  SUBCASE("loop beyond max_redirects") {
+    const std::string u = url("/redirect-loop");
+    http::options o;
+    o.max_redirects = 5;
+    auto e = expect_throw<http::error>([&] { http::get(u, o); });
+    check_names_url(e, u);
+    CHECK(e.code() == 47);  // CURLE_TOO_MANY_REDIRECTS
+    CHECK(contains(e.what(), "max_redirects"));
+  }
+  SUBCASE("a chain longer than max_redirects") {
+    http::options o;
+    o.max_redirects = 2;
+    auto e = expect_throw<http::error>([&] { http::get(url("/redirect/3"), o); });
+    CHECK(e.code() == 47);
+    o.max_redirects = 3;
+    CHECK(http::get(url("/redirect/3"), o).status == 200);
+  }
+  SUBCASE("not followed") {
+    http::options o;
+    o.follow_redirects = false;
+    auto r = http::get(url("/redirect/3"), o);
+    CHECK(r.status == 302);
+    CHECK(r.header("location") == "/redirect/2");
+    CHECK(r.url == url("/redirect/3"));
+  }
+}
+
+TEST_CASE("on_progress is called, and returning false aborts with http::error") {
+  SUBCASE("called") {
+    int calls = 0;
+    std::int64_t most = 0;
+    http::options o;
+    o.on_progress = [&](const http::progress& p) {
+      ++calls;
+      most = std::max(most, p.downloaded);
+      return true;
+    };
+    auto r = http::get(url("/slow/20000?chunk=5000&interval=0.05"), o);
+    CHECK(r.body == expected_bytes(20000));
+    CHECK(calls > 0);
+    CHECK(most > 0);
+    CHECK(most <= 20000);
+  }
+  SUBCASE("abort") {
+    const std::string u = url("/slow/100000?chunk=1000&interval=0.02");
+    http::options o;
+    int calls_after_abort = 0;
+    bool aborted = false;
+    o.on_progress = [&](const http::progress& p) {
+      if (aborted) ++calls_after_abort;
+      if (p.downloaded > 0) aborted = true;
+      return !aborted;
+    };
+    stopwatch sw;
+    auto e = expect_throw<http::error>([&] { http::get(u, o); });
+    CHECK(sw.elapsed() < generous(4s));  // the whole body takes 2 s
+    check_names_url(e, u);
+    CHECK(e.code() == 42);  // CURLE_ABORTED_BY_CALLBACK
+    CHECK(contains(e.what(), "on_progress"));
+    CHECK(calls_after_abort == 0);
+  }
+  SUBCASE("an exception from the callback aborts too") {
+    http::options o;
+    o.on_progress = [](const http::progress&) -> bool { throw std::runtime_error("boom"); };
+    auto e = expect_throw<http::error>([&] { http::get(url("/slow/10000?chunk=1000&interval=0.02"), o); });
+    CHECK(e.code() == 42);
+  }
+}
+
+TEST_CASE("a tendril::timeout scope around a request aborts it, and the loop stays usable") {
+  tendril::run([&] {
+    stopwatch sw;
+    bool timed_out = false;
+    try {
+      tendril::timeout t(200ms);
+      http::get(url("/delay/30"));
+    } catch (const tendril::timeout_error&) {
+      timed_out = true;
+    }
+    CHECK(timed_out);
+    CHECK(sw.elapsed() >= 200ms);
+    CHECK(sw.elapsed() < generous(2s));
+    CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
+  });
+}
+
+TEST_CASE("wait_for() on a task in a request cancels it on timeout") {
+  tendril::run([&] {
+    auto t = tendril::spawn([&] { return http::get(url("/delay/30")).status; });
+    stopwatch sw;
+    CHECK_THROWS_AS(tendril::wait_for(t, 200ms), tendril::timeout_error);
+    CHECK(sw.elapsed() >= 200ms);
+    CHECK(sw.elapsed() < generous(2s));
+    CHECK(t.done());
+    CHECK(t.cancelled());
+  });
+}

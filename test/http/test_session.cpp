@@ -1,0 +1,161 @@
+// Sessions: many requests from many tasks, connection reuse, max_connections / max_per_host, retries.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "helpers.hpp"
+#include "tendril/wait.hpp"
+
+using namespace http_test;
+
+TEST_CASE("a session serves 500 requests from 100 tasks, reusing connections") {
+  const int tasks = under_valgrind() ? 20 : 100;
+  const int per_task = 5;
+  http::session_options so;
+  so.max_connections = 50;
+  http::session s(so);
+  const std::string u = url("/bytes/1000");
+  const std::string want = expected_bytes(1000);
+  const auto before = stats();
+  int ok = 0;
+  tendril::run([&] {
+    std::vector<tendril::task<int>> ts;
+    for (int i = 0; i < tasks; ++i) {
+      ts.push_back(tendril::spawn([&] {
+        int good = 0;
+        for (int k = 0; k < per_task; ++k) good += s.get(u).body == want ? 1 : 0;
+        return good;
+      }));
+    }
+    for (int g : tendril::gather(ts)) ok += g;
+  });
+  const auto after = stats();
+  CHECK(ok == tasks * per_task);
+  CHECK(after.requests - before.requests == tasks * per_task + 1);  // + the second /stats
+  const long opened = after.connections - before.connections;
+  MESSAGE((tasks * per_task) << " requests opened " << opened << " connections");
+  CHECK(opened >= 1);
+  CHECK(opened <= static_cast<long>(so.max_connections) + 5);  // far below 500: connections are reused
+}
+
+TEST_CASE("max_connections limits the requests in flight") {
+  http::session_options so;
+  so.max_connections = 4;
+  http::session s(so);
+  const auto before = stats();
+  stopwatch sw;
+  tendril::run([&] {
+    std::vector<tendril::task<long>> ts;
+    for (int i = 0; i < 20; ++i) ts.push_back(tendril::spawn([&] { return s.get(url("/delay/0.3")).status; }));
+    for (long st : tendril::gather(ts)) CHECK(st == 200);
+  });
+  const auto took = sw.elapsed();
+  CHECK(took >= 1200ms);  // 5 rounds of 4 at 0.3 s: at least 1.5 s
+  CHECK(took < generous(10s));
+  const long opened = stats().connections - before.connections;
+  CHECK(opened <= 4 + 2);
+}
+
+TEST_CASE("max_per_host limits each host separately") {
+  http::session_options so;
+  so.max_per_host = 2;
+  http::session s(so);
+  // "127.0.0.1" and "localhost" are two hosts for the limit (the server listens on 127.0.0.1).
+  const std::string a = url("/delay/0.3");
+  const std::string b = "http://localhost:" + std::to_string(server().http_port()) + "/delay/0.3";
+  std::vector<clock::time_point> a_done, b_done;
+  stopwatch sw;
+  tendril::run([&] {
+    std::vector<tendril::task<void>> ts;
+    for (int i = 0; i < 6; ++i) ts.push_back(tendril::spawn([&] {
+      CHECK(s.get(a).status == 200);
+      a_done.push_back(clock::now());
+    }));
+    for (int i = 0; i < 2; ++i) ts.push_back(tendril::spawn([&] {
+      CHECK(s.get(b).status == 200);
+      b_done.push_back(clock::now());
+    }));
+    tendril::gather(ts);
+  });
+  REQUIRE(a_done.size() == 6);
+  REQUIRE(b_done.size() == 2);
+  CHECK(sw.elapsed() >= 900ms);  // 6 requests, 2 at a time, 0.3 s each
+  // The other host's requests did not queue behind the first host's.
+  CHECK(*std::max_element(b_done.begin(), b_done.end()) < *std::max_element(a_done.begin(), a_done.end()));
+}
+
+TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") {
+  http::session_options so;
+  so.retries = 2;
+  so.retry_backoff = 100ms;
+  http::session s(so);
+  SUBCASE("a refused connection: 3 attempts, then the error") {
+    const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/";
+    stopwatch sw;
+    try {
+      s.get(u);
+      FAIL("no exception");
+    } catch (const http::error& e) {
+      CHECK(e.code() == 7);
+    }
+    CHECK(sw.elapsed() >= 300ms);  // backoffs of 100 ms and 200 ms
+    CHECK(sw.elapsed() < generous(5s));
+  }
+  SUBCASE("a 503: 3 requests reach the server, the last response is returned") {
+    const auto before = stats();
+    stopwatch sw;
+    auto r = s.get(url("/status/503"));
+    CHECK(r.status == 503);
+    CHECK(sw.elapsed() >= 300ms);
+    CHECK(stats().requests - before.requests == 3 + 1);
+  }
+  SUBCASE("a 404 is not retried") {
+    const auto before = stats();
+    CHECK(s.get(url("/status/404")).status == 404);
+    CHECK(stats().requests - before.requests == 1 + 1);
+  }
+  SUBCASE("POST is not retried") {
+    http::session_options slow = so;
+    slow.retry_backoff = 2s;
+    http::session s2(slow);
+    const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/echo";
+    stopwatch sw;
+    CHECK_THROWS_AS(s2.post(u, "body"), http::error);
+    CHECK(sw.elapsed() < 2s);  // a retry would first sleep 2 s
+    const auto before = stats();
+    CHECK(s2.post(url("/status/503"), "x").status == 404);  // the server answers POST there with 404
+    CHECK(s2.request("PATCH", url("/echo"), "x").body == "x");
+    CHECK(stats().requests - before.requests == 2 + 1);
+  }
+  SUBCASE("a download is retried too") {
+    temp_dir dir;
+    const auto before = stats();
+    CHECK_THROWS_AS(s.download(url("/drop/1000"), dir.path / "f"), http::error);
+    CHECK(stats().requests - before.requests == 3 + 1);
+    CHECK(dir.entries().empty());
+  }
+}
+
+TEST_CASE("session defaults apply to every request; per-request options override them") {
+  http::session_options so;
+  so.defaults.timeout = 200ms;
+  so.defaults.follow_redirects = false;
+  http::session s(so);
+  CHECK_THROWS_AS(s.get(url("/stall")), http::timeout_error);
+  CHECK(s.get(url("/redirect/1")).status == 302);
+  http::options o;
+  o.timeout = 5s;
+  CHECK(s.get(url("/delay/0.3"), o).status == 200);
+  CHECK(s.settings().defaults.timeout == so.defaults.timeout);
+}
+
+TEST_CASE("a session is usable from another OS thread") {
+  const std::string u = url("/bytes/100");
+  http::session s;
+  std::string a, b;
+  std::thread th([&] { a = s.get(u).body; });
+  b = s.get(u).body;
+  th.join();
+  CHECK(a == expected_bytes(100));
+  CHECK(b == expected_bytes(100));
+}

@@ -1,0 +1,399 @@
+// tendril::net on real loopback sockets: round trips, errors naming the address, timeouts, cancellation,
+// half-close, and many connections served by one thread.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net_helpers.hpp"
+#include "tendril/net.hpp"
+#include "tendril/scheduler.hpp"
+#include "tendril/wait.hpp"
+
+using namespace net_test;
+using tendril::net::tcp_listener;
+using tendril::net::tcp_stream;
+
+namespace {
+
+// Accepts one connection per call in a task and echoes everything back until the peer closes.
+tendril::task<void> echo_server(tcp_listener& l, int connections = 1) {
+  return tendril::spawn([&l, connections] {
+    std::vector<tendril::task<void>> conns;
+    for (int i = 0; i < connections; ++i) {
+      auto c = std::make_shared<tcp_stream>(l.accept(10s));
+      conns.push_back(tendril::spawn([c] {
+        char buf[4096];
+        while (std::size_t n = c->read(buf, sizeof buf, 10s)) c->write_all(buf, n, 10s);
+      }));
+    }
+    for (auto& t : conns) t.get();
+  });
+}
+
+std::string port_address(std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
+
+}  // namespace
+
+TEST_SUITE("net") {
+
+TEST_CASE("echo round trip; addresses are host:port") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    REQUIRE(l.port() != 0);
+    CHECK(l.address() == port_address(l.port()));
+    auto server = echo_server(l);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    CHECK(s.is_open());
+    CHECK(s.peer() == port_address(l.port()));
+    s.write_all("ping");
+    char buf[4];
+    s.read_exactly(buf, 4, 5s);
+    CHECK(std::string(buf, 4) == "ping");
+
+    // A larger message than any socket buffer: the writer and the echo must interleave.
+    std::string big(4 << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 13 + 5);
+    auto writer = tendril::spawn([&] { s.write_all(big, 10s); });
+    std::string back(big.size(), '\0');
+    s.read_exactly(back.data(), back.size(), 10s);
+    writer.get();
+    CHECK(back == big);
+    s.close();
+    CHECK_FALSE(s.is_open());
+    server.get();
+  });
+}
+
+TEST_CASE("read_exactly gathers data that arrives in pieces") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto server = tendril::spawn([&] {
+      auto c = l.accept(5s);
+      for (const char* piece : {"abc", "defg", "hij"}) {
+        c.write_all(piece);
+        tendril::sleep_for(20ms);
+      }
+    });
+    stopwatch sw;  // before connect: the server starts writing only after accepting
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    char buf[10];
+    s.read_exactly(buf, 10, 5s);
+    CHECK(std::string(buf, 10) == "abcdefghij");
+    CHECK(sw.elapsed() >= 40ms);
+    server.get();
+  });
+}
+
+TEST_CASE("a peer that disconnects mid-stream: read returns 0, read_exactly throws net::error naming it") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto server = tendril::spawn([&] {
+      auto c = l.accept(5s);
+      c.write_all("12345");
+      // c closes here
+    });
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    char buf[10];
+    std::string what;
+    try {
+      s.read_exactly(buf, 10, 5s);
+    } catch (const tendril::net::timeout_error&) {
+      FAIL("timeout instead of end of stream");
+    } catch (const tendril::net::error& e) {
+      what = e.what();
+      CHECK(e.address() == port_address(l.port()));
+    }
+    CHECK(what.find("closed") != std::string::npos);
+    CHECK(what.find(port_address(l.port())) != std::string::npos);
+    CHECK(what.find("5 of 10") != std::string::npos);
+    CHECK(s.read(buf, sizeof buf, 5s) == 0);  // and plain read reports end of stream
+    server.get();
+  });
+}
+
+TEST_CASE("write_all to a closed peer throws net::error, not SIGPIPE") {
+  // Make sure SIGPIPE would kill the process if the library let it through.
+  auto old = ::signal(SIGPIPE, SIG_DFL);
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto server = tendril::spawn([&] {
+      auto c = l.accept(5s);
+      c.close();
+    });
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    server.get();
+    std::string chunk(64 * 1024, 'x');
+    std::string what;
+    int code = 0;
+    try {
+      for (int i = 0; i < 10000; ++i) s.write_all(chunk, 5s);
+    } catch (const tendril::net::error& e) {
+      what = e.what();
+      code = e.code();
+    }
+    CHECK(what.find(port_address(l.port())) != std::string::npos);
+    CHECK((code == EPIPE || code == ECONNRESET));
+  });
+  ::signal(SIGPIPE, old);
+}
+
+TEST_CASE("connect refused: net::error naming 127.0.0.1:PORT") {
+  tendril::run([] {
+    const std::uint16_t port = closed_port();
+    std::string what;
+    try {
+      tcp_stream::connect("127.0.0.1", port, 5s);
+      FAIL("connected to a closed port");
+    } catch (const tendril::net::error& e) {
+      what = e.what();
+      CHECK(e.address() == port_address(port));
+      CHECK(e.code() == ECONNREFUSED);
+    }
+    CHECK(what.find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+    CHECK(what.find("refused") != std::string::npos);
+  });
+}
+
+TEST_CASE("binding a port that is already listening: net::error naming it") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    try {
+      tcp_listener::bind("127.0.0.1", l.port());
+      FAIL("bound twice");
+    } catch (const tendril::net::error& e) {
+      CHECK(e.code() == EADDRINUSE);
+      CHECK(std::string(e.what()).find(port_address(l.port())) != std::string::npos);
+    }
+  });
+}
+
+TEST_CASE("operations on a closed or empty stream throw net::error") {
+  tendril::run([] {
+    tcp_stream s;
+    char buf[4];
+    CHECK_THROWS_AS(s.read(buf, 4), tendril::net::error);
+    CHECK_THROWS_AS(s.write_all("x"), tendril::net::error);
+    tcp_listener l;
+    CHECK_THROWS_AS(l.accept(), tendril::net::error);
+  });
+}
+
+TEST_CASE("read timeout: net::timeout_error after at least the timeout") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);  // never writes
+    char buf[4];
+    stopwatch sw;
+    std::string what;
+    try {
+      s.read(buf, sizeof buf, 150ms);
+      FAIL("read returned");
+    } catch (const tendril::net::timeout_error& e) {
+      what = e.what();
+    }
+    CHECK(sw.elapsed() >= 150ms);
+    CHECK(sw.elapsed() < generous(5s));
+    CHECK(what.find("timed out") != std::string::npos);
+    CHECK(what.find(port_address(l.port())) != std::string::npos);
+    // read_exactly's timeout bounds the whole read, across partial arrivals.
+    peer.write_all("ab");
+    sw = stopwatch{};
+    CHECK_THROWS_AS(s.read_exactly(buf, 4, 150ms), tendril::net::timeout_error);
+    CHECK(sw.elapsed() >= 150ms);
+  });
+}
+
+TEST_CASE("accept timeout: net::timeout_error after at least the timeout") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    stopwatch sw;
+    CHECK_THROWS_AS(l.accept(150ms), tendril::net::timeout_error);
+    CHECK(sw.elapsed() >= 150ms);
+    CHECK(sw.elapsed() < generous(5s));
+  });
+}
+
+TEST_CASE("connect timeout: net::timeout_error after at least the timeout") {
+  // A listener whose accept queue is full drops new SYNs, so a further connect neither succeeds nor fails.
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0, 1);
+    std::vector<tcp_stream> fillers;
+    bool timed_out = false;
+    stopwatch sw;
+    for (int i = 0; i < 16 && !timed_out; ++i) {
+      sw = stopwatch{};
+      try {
+        fillers.push_back(tcp_stream::connect("127.0.0.1", l.port(), 200ms));
+      } catch (const tendril::net::timeout_error& e) {
+        timed_out = true;
+        CHECK(std::string(e.what()).find(port_address(l.port())) != std::string::npos);
+        CHECK(sw.elapsed() >= 200ms);
+        CHECK(sw.elapsed() < generous(5s));
+      }
+    }
+    CHECK(timed_out);
+    MESSAGE("connect timed out after ", fillers.size(), " queued connections");
+  });
+}
+
+TEST_CASE("write timeout: a peer that never reads") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    std::string chunk(1 << 20, 'x');
+    stopwatch sw;
+    CHECK_THROWS_AS(
+        [&] {
+          for (int i = 0; i < 1024; ++i) s.write_all(chunk, 300ms);
+        }(),
+        tendril::net::timeout_error);
+    CHECK(sw.elapsed() >= 300ms);
+  });
+}
+
+TEST_CASE("accept suspends only the calling task: a ticker keeps ticking") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    int ticks = 0;
+    bool stop = false;
+    auto ticker = tendril::spawn([&] {
+      while (!stop) {
+        tendril::sleep_for(10ms);
+        ++ticks;
+      }
+    });
+    auto client = tendril::spawn([&] {
+      tendril::sleep_for(300ms);
+      return tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    });
+    stopwatch sw;
+    auto c = l.accept(10s);  // blocks this task for ~300 ms
+    CHECK(sw.elapsed() >= 300ms);
+    stop = true;
+    ticker.get();
+    CHECK(ticks >= 10);
+    auto s = client.get();
+    s.write_all("x");
+    char b;
+    c.read_exactly(&b, 1, 5s);
+    CHECK(b == 'x');
+  });
+}
+
+TEST_CASE("cancelling a task blocked in read() unwinds it") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    bool unwound = false;
+    bool returned = false;
+    auto reader = tendril::spawn([&] {
+      on_destroy guard(unwound);
+      char buf[16];
+      s.read(buf, sizeof buf);  // no timeout: only cancel() gets it out
+      returned = true;
+    });
+    tendril::sleep_for(50ms);
+    CHECK_FALSE(reader.done());
+    CHECK(reader.cancel());
+    reader.join();
+    CHECK(reader.cancelled());
+    CHECK(unwound);
+    CHECK_FALSE(returned);
+    // The socket (and the reactor) are still usable: another read waits on the same fd.
+    peer.write_all("after");
+    char buf[5];
+    s.read_exactly(buf, 5, 5s);
+    CHECK(std::string(buf, 5) == "after");
+  });
+}
+
+TEST_CASE("cancelling a task blocked in accept() or connect() unwinds it") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto acceptor = tendril::spawn([&] { l.accept(); });
+    tendril::sleep_for(20ms);
+    acceptor.cancel();
+    acceptor.join();
+    CHECK(acceptor.cancelled());
+    // The listener still works after the cancelled accept.
+    auto client = tendril::spawn([&] { return tcp_stream::connect("127.0.0.1", l.port(), 5s); });
+    auto c = l.accept(5s);
+    CHECK(client.get().is_open());
+  });
+}
+
+TEST_CASE("shutdown() makes the peer read 0; the other direction still works") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    s.write_all("last words");
+    s.shutdown();
+    std::string got;
+    char buf[64];
+    while (std::size_t n = peer.read(buf, sizeof buf, 5s)) got.append(buf, n);
+    CHECK(got == "last words");  // then 0: end of stream
+    peer.write_all("reply");
+    peer.close();
+    char r[5];
+    s.read_exactly(r, 5, 5s);
+    CHECK(std::string(r, 5) == "reply");
+    CHECK(s.read(buf, sizeof buf, 5s) == 0);
+  });
+}
+
+TEST_CASE("many concurrent connections in one thread") {
+  // 500 clients + 500 server sides: more than a default soft limit of 1024 leaves room for.
+  const long long fds = raise_open_file_limit();
+  const int n = std::min<long long>(under_valgrind() ? 100 : 500, (fds - 100) / 2);
+  tendril::run([n] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto server = echo_server(l, n);
+    std::vector<tendril::task<bool>> clients;
+    int connected = 0;
+    for (int i = 0; i < n; ++i) {
+      clients.push_back(tendril::spawn([&, i] {
+        auto s = tcp_stream::connect("127.0.0.1", l.port(), 10s);
+        ++connected;
+        std::string msg = "client " + std::to_string(i) + " " + std::string(100, static_cast<char>('a' + i % 26));
+        tendril::sleep_for(50ms);  // all connections are open at the same time
+        s.write_all(msg, 10s);
+        std::string back(msg.size(), '\0');
+        s.read_exactly(back.data(), back.size(), 10s);
+        return back == msg;
+      }));
+    }
+    int ok = 0;
+    for (bool b : tendril::gather(clients)) ok += b ? 1 : 0;
+    CHECK(connected == n);
+    CHECK(ok == n);
+    server.get();
+  });
+}
+
+TEST_CASE("blocking calls work in plain main() with no task") {
+  auto l = tcp_listener::bind("127.0.0.1", 0);
+  auto server = echo_server(l);
+  {
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    s.write_all("main");
+    char buf[4];
+    s.read_exactly(buf, 4, 5s);
+    CHECK(std::string(buf, 4) == "main");
+  }
+  server.get();
+}
+
+}  // TEST_SUITE
