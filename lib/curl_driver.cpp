@@ -37,6 +37,32 @@ constexpr std::size_t easy_pool_limit = 256;
 
 struct curl_driver;
 
+// How a pooled easy handle was last configured, when that request was "plain": a GET with no extra headers, no
+// body, no progress callback, never paused, run to completion. A plain request that finds a handle with the same
+// profile reuses it as configured (only the per-transfer pointers and the URL are set again), as a hand-written
+// libcurl loop reuses its handles; any other handle is curl_easy_reset first. Resetting and re-parsing every
+// option costs more than a small transfer's own work.
+struct easy_profile {
+  bool follow_redirects = true;
+  long max_redirects = 10;
+  bool verify_tls = true;
+  std::string ca_file;
+  std::string proxy;
+  long timeout_ms = 0;  // 0: none
+  long connect_timeout_ms = 0;
+  bool operator==(const easy_profile&) const = default;
+};
+
+struct pooled_easy {
+  CURL* easy = nullptr;
+  std::optional<easy_profile> profile;  // set: configured for this plain profile; empty: reset, blank
+};
+
+long to_ms(const std::optional<duration>& d) {
+  if (!d) return 0;
+  return static_cast<long>(std::max<long long>(std::chrono::ceil<std::chrono::milliseconds>(*d).count(), 1));
+}
+
 struct socket_state final : io_source {
   curl_driver* driver = nullptr;
   curl_socket_t fd = CURL_SOCKET_BAD;
@@ -53,7 +79,7 @@ struct curl_driver {
   bool timer_changed = false;
   waiter* parked = nullptr;  // the driver task, when parked
   std::shared_ptr<task_base> service;
-  std::vector<CURL*> easy_pool;
+  std::vector<pooled_easy> easy_pool;
   int running = 0;
 
   curl_driver();
@@ -64,8 +90,10 @@ struct curl_driver {
   void loop_forever();
   void process();
   void collect_finished();
-  CURL* acquire_easy();
-  void release_easy(CURL* e) noexcept;
+  // A handle; `configured` tells whether it is already set up for `want` (a plain request's profile).
+  CURL* acquire_easy(const std::optional<easy_profile>& want, bool& configured);
+  // Returns a handle to the pool: kept as configured with `profile`, or reset when there is none.
+  void release_easy(CURL* e, std::optional<easy_profile> profile) noexcept;
 };
 
 thread_local curl_driver* tl_driver = nullptr;
@@ -159,7 +187,7 @@ curl_driver::~curl_driver() {
     loop->unwatch(fd);
     delete st;
   }
-  for (CURL* e : easy_pool) curl_easy_cleanup(e);
+  for (auto& p : easy_pool) curl_easy_cleanup(p.easy);
 }
 
 void curl_driver::loop_forever() {
@@ -197,35 +225,36 @@ void curl_driver::process() {
   collect_finished();
 }
 
-CURL* curl_driver::acquire_easy() {
+CURL* curl_driver::acquire_easy(const std::optional<easy_profile>& want, bool& configured) {
+  configured = false;
   if (!easy_pool.empty()) {
-    CURL* e = easy_pool.back();
+    pooled_easy p = std::move(easy_pool.back());
     easy_pool.pop_back();
-    return e;
+    if (p.profile) {
+      if (want && *p.profile == *want) {
+        configured = true;
+      } else {
+        curl_easy_reset(p.easy);
+      }
+    }
+    return p.easy;
   }
   CURL* e = curl_easy_init();
   if (e == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
   return e;
 }
 
-void curl_driver::release_easy(CURL* e) noexcept {
+void curl_driver::release_easy(CURL* e, std::optional<easy_profile> profile) noexcept {
   if (easy_pool.size() >= easy_pool_limit) {
     curl_easy_cleanup(e);
     return;
   }
-  curl_easy_reset(e);
-  easy_pool.push_back(e);
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
-
-std::string trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front())) != 0) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())) != 0) s.remove_suffix(1);
-  return std::string(s);
+  if (!profile) curl_easy_reset(e);
+  try {
+    easy_pool.push_back(pooled_easy{e, std::move(profile)});
+  } catch (...) {
+    curl_easy_cleanup(e);
+  }
 }
 
 }  // namespace
@@ -243,6 +272,8 @@ struct transfer_impl {
   bool added = false;
   bool finished = false;
   bool paused = false;
+  bool ever_paused = false;
+  std::optional<easy_profile> profile;  // set for a plain request (see easy_profile)
   waiter* parked = nullptr;  // the owning task, while it waits
   time_point started{};
   time_point ended{};
@@ -262,7 +293,11 @@ struct transfer_impl {
     auto* t = static_cast<transfer_impl*>(userp);
     const std::size_t bytes = size * n;
     if (t->sink == nullptr) {
-      t->body.append(data, bytes);
+      try {
+        t->body.append(data, bytes);
+      } catch (...) {
+        return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
+      }
       return bytes;
     }
     switch (t->sink->on_data(data, bytes)) {
@@ -271,6 +306,7 @@ struct transfer_impl {
         return bytes;
       case body_sink::result::pause:
         t->paused = true;
+        t->ever_paused = true;
         t->notify_owner();
         return CURL_WRITEFUNC_PAUSE;
       default:
@@ -288,10 +324,24 @@ struct transfer_impl {
     }
     auto colon = line.find(':');
     if (colon == std::string_view::npos) return bytes;
-    std::string name = lower(std::string(line.substr(0, colon)));
-    std::string value = trim(line.substr(colon + 1));
-    auto [it, inserted] = t->headers.emplace(name, value);
-    if (!inserted) it->second += ", " + value;
+    // ASCII only (header names are tokens): no locale lookups, one string for the name, one for the value.
+    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && space(value.front())) value.remove_prefix(1);
+    while (!value.empty() && space(value.back())) value.remove_suffix(1);
+    std::string name(line.substr(0, colon));
+    for (char& c : name) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    try {
+      auto [it, inserted] = t->headers.try_emplace(std::move(name), value);
+      if (!inserted) {
+        it->second += ", ";
+        it->second += value;
+      }
+    } catch (...) {
+      return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
+    }
     return bytes;
   }
 
@@ -305,17 +355,31 @@ struct transfer_impl {
     }
   }
 
-  void configure() {
+  // The profile of a plain request (see easy_profile), or none.
+  static std::optional<easy_profile> plain_profile(const transfer_request& r) {
+    if (r.method != "GET" || !r.headers.empty() || !r.body.empty() || r.on_progress) return std::nullopt;
+    return easy_profile{r.follow_redirects, r.max_redirects, r.verify_tls, r.ca_file, r.proxy, to_ms(r.timeout),
+                        to_ms(r.connect_timeout)};
+  }
+
+  // What changes from one transfer to the next on the same handle.
+  void configure_transfer() {
     CURL* e = easy;
     curl_easy_setopt(e, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(e, CURLOPT_PRIVATE, this);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_buffer);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
+  }
+
+  // Everything, on a blank (new or reset) handle.
+  void configure() {
+    CURL* e = easy;
+    configure_transfer();
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_buffer);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &transfer_impl::on_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &transfer_impl::on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, transfer_buffer_size);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -325,14 +389,8 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, request.verify_tls ? 2L : 0L);
     if (!request.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, request.ca_file.c_str());
     if (!request.proxy.empty()) curl_easy_setopt(e, CURLOPT_PROXY, request.proxy.c_str());
-    if (request.timeout) {
-      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*request.timeout).count();
-      curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<long long>(ms, 1)));
-    }
-    if (request.connect_timeout) {
-      auto ms = std::chrono::ceil<std::chrono::milliseconds>(*request.connect_timeout).count();
-      curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(std::max<long long>(ms, 1)));
-    }
+    if (request.timeout) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to_ms(request.timeout));
+    if (request.connect_timeout) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(request.connect_timeout));
     if (request.on_progress) {
       curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
       curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, &transfer_impl::on_progress);
@@ -362,12 +420,19 @@ transfer::transfer(transfer_request request, body_sink* sink) : impl_(std::make_
   impl_->driver = &driver();
   impl_->request = std::move(request);
   impl_->sink = sink;
-  impl_->easy = impl_->driver->acquire_easy();
+  impl_->profile = transfer_impl::plain_profile(impl_->request);
+  bool configured = false;
+  impl_->easy = impl_->driver->acquire_easy(impl_->profile, configured);
   try {
-    impl_->configure();
+    if (configured) {
+      impl_->configure_transfer();
+      curl_easy_setopt(impl_->easy, CURLOPT_HTTPGET, 1L);
+    } else {
+      impl_->configure();
+    }
   } catch (...) {
     curl_slist_free_all(impl_->header_list);
-    impl_->driver->release_easy(impl_->easy);
+    impl_->driver->release_easy(impl_->easy, std::nullopt);
     throw;
   }
 }
@@ -375,7 +440,9 @@ transfer::transfer(transfer_request request, body_sink* sink) : impl_(std::make_
 transfer::~transfer() {
   abort();
   curl_slist_free_all(impl_->header_list);
-  impl_->driver->release_easy(impl_->easy);
+  // Kept configured only after a plain transfer that ran to its end (not aborted, never paused).
+  const bool clean = impl_->profile && impl_->finished && !impl_->ever_paused;
+  impl_->driver->release_easy(impl_->easy, clean ? std::move(impl_->profile) : std::nullopt);
 }
 
 void transfer::start() {

@@ -9,8 +9,10 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <system_error>
 
 #include "curl_driver.hpp"
@@ -187,14 +189,25 @@ class stream_state final : public tendril::detail::body_sink {
 
   stream_state(session_state& s, transfer_request r) : slot_(s, r.url), transfer_(std::move(r), this) {}
 
+  // The body is received straight into blocks that read() then hands over without copying (when the reader
+  // asks for at least a block): one copy per byte, out of libcurl's buffer. Blocks grow from 16 KiB to 256 KiB
+  // as a body turns out to be big.
   result on_data(const char* data, std::size_t n) noexcept override {
     got_data_ = true;
-    if (buffered() >= buffer_limit) return result::pause;  // curl hands the same data again on unpause
+    if (n == 0) return result::consumed;
+    if (size_ >= buffer_limit) return result::pause;  // curl hands the same data again on unpause
     try {
-      buffer_.append(data, n);
+      if (blocks_.empty() || blocks_.back().size() + n > blocks_.back().capacity()) {
+        std::string b;
+        b.reserve(std::max(n, next_block_));
+        next_block_ = std::min<std::size_t>(next_block_ * 2, 256 * 1024);
+        blocks_.push_back(std::move(b));
+      }
+      blocks_.back().append(data, n);
     } catch (...) {
       return result::abort;
     }
+    size_ += n;
     return result::consumed;
   }
 
@@ -215,16 +228,21 @@ class stream_state final : public tendril::detail::body_sink {
       if (transfer_.code() != 0) throw_transfer_error(transfer_);
       return {};
     }
-    const std::size_t take = std::min(n, buffered());
-    std::string out = buffer_.substr(offset_, take);
-    offset_ += take;
-    if (offset_ == buffer_.size()) {
-      buffer_.clear();
-      offset_ = 0;
-    } else if (offset_ > buffer_limit / 2) {
-      buffer_.erase(0, offset_);
-      offset_ = 0;
+    std::string out;
+    std::string& front = blocks_.front();
+    if (offset_ == 0 && front.size() <= n) {
+      out = std::move(front);
+      blocks_.pop_front();
+    } else {
+      const std::size_t take = std::min(n, front.size() - offset_);
+      out.assign(front, offset_, take);
+      offset_ += take;
+      if (offset_ == front.size()) {
+        blocks_.pop_front();
+        offset_ = 0;
+      }
     }
+    size_ -= out.size();
     if (buffered() < buffer_limit / 2) transfer_.unpause();
     return out;
   }
@@ -236,12 +254,13 @@ class stream_state final : public tendril::detail::body_sink {
   }
 
  private:
-  std::size_t buffered() const { return buffer_.size() - offset_; }
-
+  std::size_t buffered() const { return size_; }
   session_state::slot slot_;
+  std::deque<std::string> blocks_;  // declared before transfer_, which is destroyed (aborted) first
+  std::size_t offset_ = 0;          // read position in blocks_.front()
+  std::size_t size_ = 0;            // unread bytes
+  std::size_t next_block_ = 16 * 1024;
   transfer transfer_;
-  std::string buffer_;
-  std::size_t offset_ = 0;
   bool got_data_ = false;
   std::string url_;
 };
@@ -280,14 +299,25 @@ class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
     std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
-    std::string pattern = (dir / ("." + dest.filename().string() + ".part-XXXXXX")).string();
-    fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
-    if (fd_ < 0) {
-      throw std::filesystem::filesystem_error("cannot create a temporary file for the download",
-                                              std::filesystem::path(pattern),
-                                              std::error_code(errno, std::generic_category()));
+    // Not mkstemp: it creates mode 0600 files, and the rename would keep that. O_EXCL with mode 0666 lets the
+    // umask decide, as for any file a program writes.
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      char suffix[17];
+      std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
+      std::filesystem::path candidate = dir / ("." + dest.filename().string() + ".part-" + suffix);
+      fd_ = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+      if (fd_ >= 0) {
+        path_ = candidate;
+        return;
+      }
+      if (errno != EEXIST) {
+        throw std::filesystem::filesystem_error("cannot create a temporary file for the download", candidate,
+                                                std::error_code(errno, std::generic_category()));
+      }
     }
-    path_ = pattern;
+    throw std::filesystem::filesystem_error("cannot create a temporary file for the download", dir,
+                                            std::error_code(EEXIST, std::generic_category()));
   }
   ~temp_file() {
     if (fd_ >= 0) ::close(fd_);

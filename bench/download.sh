@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# bench/download.sh — HTTP download benchmark: tendril against a raw libcurl multi loop (the baseline), a raw
+# multi_socket/epoll loop, `curl --parallel` and Python aiohttp, all against one local nginx, in the same run.
+#
+#   bench/download.sh [BUILD_DIR]        (default: build/ in the source tree; needs BUILD_DIR/bench/bench_download)
+#
+# Environment knobs (defaults in brackets): SMALL_COUNT [20000] files of SMALL_SIZE [4096] bytes,
+# BIG_COUNT [8] files of BIG_MIB [256] MiB, INFLIGHT [100], REPEAT [3] runs of each measurement (the best is kept:
+# this is a noisy 2-core machine), BENCH_DIR (where the files go; default: a temp dir on /dev/shm if it has room).
+#
+# Scenarios: (1) SMALL_COUNT small files, INFLIGHT in flight; (2) BIG_COUNT big files, all at once.
+# Figures: requests/s (small) or MB/s (big), CPU time per request (getrusage user+sys in-process; /usr/bin/time
+# for curl), peak RSS. Ratios are against the raw curl_multi_poll loop. Targets (printed, never asserted):
+#   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
+#   big:   tendril >= 0.95x raw throughput, resident memory bounded
+# nginx runs with a private config (one worker, keep-alive, sendfile, no access log) on a free loopback port and
+# is stopped on exit. If nginx is missing, nginx-light is installed with apt-get (as root).
+set -euo pipefail
+
+SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${1:-$SRC/build}"
+BIN="$BUILD/bench/bench_download"
+SMALL_COUNT="${SMALL_COUNT:-20000}"
+SMALL_SIZE="${SMALL_SIZE:-4096}"
+BIG_COUNT="${BIG_COUNT:-8}"
+BIG_MIB="${BIG_MIB:-256}"
+INFLIGHT="${INFLIGHT:-100}"
+REPEAT="${REPEAT:-3}"
+
+[[ -x "$BIN" ]] || { echo "download.sh: $BIN not found: build it first (ninja -C $BUILD bench/bench_download)" >&2; exit 1; }
+
+# ---- nginx -----------------------------------------------------------------------------------------------------
+NGINX="$(command -v nginx || true)"
+[[ -z "$NGINX" && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+if [[ -z "$NGINX" ]]; then
+  echo "download.sh: installing nginx-light" >&2
+  apt-get install -y -q nginx-light >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q nginx-light >/dev/null; }
+  NGINX=/usr/sbin/nginx
+fi
+TIME_BIN=/usr/bin/time
+if [[ ! -x "$TIME_BIN" ]]; then
+  apt-get install -y -q time >/dev/null 2>&1 || TIME_BIN=""
+fi
+
+# ---- where the files go ------------------------------------------------------------------------------------------
+need_kib=$(( (SMALL_COUNT * SMALL_SIZE / 1024) * 2 + BIG_COUNT * BIG_MIB * 1024 + 65536 ))
+if [[ -z "${BENCH_DIR:-}" ]]; then
+  base=/tmp
+  shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
+  if [[ -n "$shm_free" && "$shm_free" -gt $(( need_kib * 2 )) ]]; then base=/dev/shm; fi
+  BENCH_DIR="$(mktemp -d "$base/tendril-bench-download.XXXXXX")"
+  CLEAN_DIR=1
+else
+  mkdir -p "$BENCH_DIR"
+  CLEAN_DIR=0
+fi
+free_kib=$(df -Pk "$BENCH_DIR" | awk 'NR==2 {print $4}')
+if [[ "$free_kib" -lt "$need_kib" ]]; then
+  echo "download.sh: $BENCH_DIR has ${free_kib} KiB free, needs about ${need_kib} KiB" >&2
+  exit 1
+fi
+
+NGINX_PID=""
+cleanup() {
+  if [[ -n "$NGINX_PID" ]]; then
+    kill "$NGINX_PID" 2>/dev/null || true
+    wait "$NGINX_PID" 2>/dev/null || true
+  fi
+  if [[ "$CLEAN_DIR" == 1 ]]; then rm -rf "$BENCH_DIR"; fi
+}
+trap cleanup EXIT INT TERM
+
+echo "== files in $BENCH_DIR"
+chmod 755 "$BENCH_DIR"
+mkdir -p "$BENCH_DIR/www/small" "$BENCH_DIR/www/big" "$BENCH_DIR/nginx"
+# Small files: one stream of random bytes cut into SMALL_COUNT pieces (no process per file).
+if [[ ! -e "$BENCH_DIR/www/small/f$(printf %05d $(( SMALL_COUNT - 1 )))" ]]; then
+  head -c $(( SMALL_COUNT * SMALL_SIZE )) /dev/urandom | (cd "$BENCH_DIR/www/small" && split -b "$SMALL_SIZE" -d -a 5 - f)
+fi
+for (( i = 0; i < BIG_COUNT; i++ )); do
+  f="$BENCH_DIR/www/big/b$i"
+  [[ -e "$f" ]] || head -c $(( BIG_MIB * 1024 * 1024 )) /dev/urandom > "$f"
+done
+chmod -R a+rX "$BENCH_DIR/www"
+
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+cat > "$BENCH_DIR/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $BENCH_DIR/nginx/nginx.pid;
+error_log $BENCH_DIR/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 100000;
+  keepalive_timeout 120s;
+  default_type application/octet-stream;
+  client_body_temp_path $BENCH_DIR/nginx/body;
+  proxy_temp_path $BENCH_DIR/nginx/proxy;
+  fastcgi_temp_path $BENCH_DIR/nginx/fastcgi;
+  uwsgi_temp_path $BENCH_DIR/nginx/uwsgi;
+  scgi_temp_path $BENCH_DIR/nginx/scgi;
+  server {
+    listen 127.0.0.1:$PORT;
+    root $BENCH_DIR/www;
+  }
+}
+EOF
+"$NGINX" -c "$BENCH_DIR/nginx/nginx.conf" -p "$BENCH_DIR/nginx" -e "$BENCH_DIR/nginx/error.log" &
+NGINX_PID=$!
+for (( i = 0; i < 100; i++ )); do
+  curl -sf -o /dev/null "http://127.0.0.1:$PORT/small/f00000" && break
+  kill -0 "$NGINX_PID" 2>/dev/null || { cat "$BENCH_DIR/nginx/error.log" >&2; exit 1; }
+  sleep 0.1
+done
+curl -sf -o /dev/null "http://127.0.0.1:$PORT/small/f00000" || { echo "download.sh: nginx did not start" >&2; exit 1; }
+echo "== nginx $("$NGINX" -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$PORT (1 worker); $(nproc) CPUs; curl $(curl --version | head -1 | cut -d' ' -f2)"
+
+SMALL_URLS="$BENCH_DIR/small.urls"
+BIG_URLS="$BENCH_DIR/big.urls"
+for (( i = 0; i < SMALL_COUNT; i++ )); do printf 'http://127.0.0.1:%s/small/f%05d\n' "$PORT" "$i"; done > "$SMALL_URLS"
+for (( i = 0; i < BIG_COUNT; i++ )); do printf 'http://127.0.0.1:%s/big/b%d\n' "$PORT" "$i"; done > "$BIG_URLS"
+# curl --parallel config files: one url + output pair per file.
+awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$SMALL_URLS" > "$SMALL_URLS.curl"
+awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BIG_URLS" > "$BIG_URLS.curl"
+
+# ---- aiohttp -----------------------------------------------------------------------------------------------------
+AIO_PY=""
+for py in python3 /usr/bin/python3; do
+  if "$py" -c 'import aiohttp' 2>/dev/null; then AIO_PY="$py"; break; fi
+done
+cat > "$BENCH_DIR/aio.py" <<'EOF'
+import asyncio, resource, sys, time
+import aiohttp
+
+async def main(urls, inflight):
+    failed = 0
+    total = 0
+    it = iter(urls)
+    conn = aiohttp.TCPConnector(limit=inflight, limit_per_host=inflight)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def worker():
+            nonlocal failed, total
+            for u in it:
+                async with s.get(u) as r:
+                    if r.status != 200:
+                        failed += 1
+                    async for chunk in r.content.iter_chunked(256 * 1024):
+                        total += len(chunk)
+        await asyncio.gather(*(worker() for _ in range(min(inflight, len(urls)))))
+    return failed, total
+
+urls = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+inflight = int(sys.argv[2])
+r0 = resource.getrusage(resource.RUSAGE_SELF)
+t0 = time.monotonic()
+failed, total = asyncio.run(main(urls, inflight))
+wall = time.monotonic() - t0
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+print("mode=aiohttp requests=%d failed=%d bytes=%d wall_s=%.4f cpu_s=%.4f maxrss_kib=%d"
+      % (len(urls), failed, total, wall, cpu, r1.ru_maxrss))
+EOF
+
+# ---- measuring ---------------------------------------------------------------------------------------------------
+# Each measurement prints a key=value line; best_of keeps the best wall time and the best CPU time of REPEAT runs
+# (and the largest peak RSS), and prints "requests bytes wall cpu maxrss failed".
+field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+measure_inproc() {  # command... -> key=value line
+  "$@" | tail -1
+}
+measure_curl() {  # config total_bytes -> key=value line (figures from /usr/bin/time: CPU and peak RSS)
+  local cfg=$1 bytes=$2 n out wall user sys rss
+  n=$(grep -c '^url' "$cfg")
+  if [[ -n "$TIME_BIN" ]]; then
+    out=$("$TIME_BIN" -f '%e %U %S %M' curl -s --parallel --parallel-immediate --parallel-max "$INFLIGHT" -K "$cfg" 2>&1 >/dev/null | tail -1)
+    read -r wall user sys rss <<<"$out"
+  else
+    local t0 t1
+    t0=$(date +%s.%N); curl -s --parallel --parallel-immediate --parallel-max "$INFLIGHT" -K "$cfg"; t1=$(date +%s.%N)
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}'); user=0; sys=0; rss=0
+  fi
+  echo "mode=curl requests=$n failed=0 bytes=$bytes wall_s=$wall cpu_s=$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}') maxrss_kib=$rss"
+}
+
+best_of() {  # kind args... ; prints "requests bytes wall cpu maxrss failed"
+  local kind=$1; shift
+  local best_wall="" best_cpu="" max_rss=0 req=0 bytes=0 failed=0 line
+  for (( r = 0; r < REPEAT; r++ )); do
+    if [[ "$kind" == curl ]]; then line=$(measure_curl "$@"); else line=$(measure_inproc "$@" || true); fi
+    [[ -n "$line" ]] || { echo "download.sh: no figures from: $*" >&2; return 1; }
+    local w c m f
+    w=$(field wall_s "$line"); c=$(field cpu_s "$line"); m=$(field maxrss_kib "$line"); f=$(field failed "$line")
+    req=$(field requests "$line"); bytes=$(field bytes "$line")
+    (( f > failed )) && failed=$f
+    if [[ -z "$best_wall" ]] || awk -v a="$w" -v b="$best_wall" 'BEGIN{exit !(a<b)}'; then best_wall=$w; fi
+    if [[ -z "$best_cpu" ]] || awk -v a="$c" -v b="$best_cpu" 'BEGIN{exit !(a<b)}'; then best_cpu=$c; fi
+    (( m > max_rss )) && max_rss=$m
+  done
+  echo "$req $bytes $best_wall $best_cpu $max_rss $failed"
+}
+
+report_header() {
+  printf '%-22s %12s %12s %12s %10s %10s %8s\n' "" "$1" "vs raw" "CPU/req us" "vs raw" "maxRSS MiB" "failed"
+}
+# name figures raw_figures unit(rps|mbps)
+report() {
+  local name=$1 fig=$2 raw=$3 unit=$4
+  awk -v name="$name" -v f="$fig" -v r="$raw" -v unit="$unit" 'BEGIN {
+    split(f, a, " "); split(r, b, " ");
+    if (unit == "rps") { v = a[1] / a[3]; rv = b[1] / b[3] } else { v = a[2] / a[3] / 1e6; rv = b[2] / b[3] / 1e6 }
+    cpu = a[4] / a[1] * 1e6; rcpu = b[4] / b[1] * 1e6;
+    cpur = (cpu > 0 && rcpu > 0) ? sprintf("%.2fx", cpu / rcpu) : "-";
+    printf "%-22s %12.0f %11.2fx %12.1f %10s %10.1f %8d\n", name, v, v / rv, cpu, cpur, a[5] / 1024, a[6] }'
+}
+verdict() {  # label value op target
+  awk -v l="$1" -v v="$2" -v op="$3" -v t="$4" 'BEGIN {
+    ok = (op == ">=") ? (v >= t) : (v <= t);
+    printf "  target %-45s %6.2fx %s %.2fx : %s\n", l, v, op, t, ok ? "met" : "MISSED" }'
+}
+ratio() {  # figures raw_figures what(rps|mbps|cpu)
+  awk -v f="$1" -v r="$2" -v w="$3" 'BEGIN { split(f, a, " "); split(r, b, " ");
+    if (w == "rps") print (a[1] / a[3]) / (b[1] / b[3]);
+    else if (w == "mbps") print (a[2] / a[3]) / (b[2] / b[3]);
+    else print (a[4] / a[1]) / (b[4] / b[1]) }'
+}
+
+run_scenario() {  # title urls total_bytes unit stream_flag
+  local title=$1 urls=$2 total=$3 unit=$4 stream=$5
+  echo
+  echo "== $title (best of $REPEAT; $INFLIGHT in flight)"
+  local raw rawsock tend curlf aio=""
+  raw=$(best_of inproc "$BIN" raw "$urls" "$INFLIGHT")
+  rawsock=$(best_of inproc "$BIN" raw-socket "$urls" "$INFLIGHT")
+  # shellcheck disable=SC2086
+  tend=$(best_of inproc "$BIN" tendril "$urls" "$INFLIGHT" $stream)
+  curlf=$(best_of curl "$urls.curl" "$total")
+  if [[ -n "$AIO_PY" ]]; then aio=$(best_of inproc "$AIO_PY" "$BENCH_DIR/aio.py" "$urls" "$INFLIGHT"); fi
+  if [[ "$unit" == rps ]]; then report_header "requests/s"; else report_header "MB/s"; fi
+  report "raw libcurl (poll)" "$raw" "$raw" "$unit"
+  report "raw libcurl (epoll)" "$rawsock" "$raw" "$unit"
+  report "tendril${stream:+ (stream)}" "$tend" "$raw" "$unit"
+  report "curl --parallel" "$curlf" "$raw" "$unit"
+  if [[ -n "$aio" ]]; then report "python aiohttp" "$aio" "$raw" "$unit"; else echo "python aiohttp          (not installed: skipped)"; fi
+  if [[ "$unit" == rps ]]; then
+    verdict "tendril requests/s vs raw" "$(ratio "$tend" "$raw" rps)" ">=" 0.9
+    verdict "tendril CPU per request vs raw" "$(ratio "$tend" "$raw" cpu)" "<=" 1.2
+  else
+    verdict "tendril throughput vs raw" "$(ratio "$tend" "$raw" mbps)" ">=" 0.95
+    awk -v f="$tend" -v n="$BIG_COUNT" -v mib="$BIG_MIB" 'BEGIN { split(f, a, " ");
+      printf "  tendril peak RSS %.1f MiB while receiving %d x %d MiB\n", a[5] / 1024, n, mib }'
+  fi
+}
+
+run_scenario "$SMALL_COUNT x $SMALL_SIZE B files" "$SMALL_URLS" $(( SMALL_COUNT * SMALL_SIZE )) rps ""
+run_scenario "$BIG_COUNT x $BIG_MIB MiB files, all at once" "$BIG_URLS" $(( BIG_COUNT * BIG_MIB * 1048576 )) mbps "--stream"
+echo
+echo "CPU/req: user+sys per request (getrusage in-process; /usr/bin/time for curl). vs raw: ratio to the raw"
+echo "curl_multi_poll loop in this run. Best of $REPEAT runs for each of wall time and CPU time."
