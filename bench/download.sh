@@ -166,13 +166,9 @@ print("mode=aiohttp requests=%d failed=%d bytes=%d wall_s=%.4f cpu_s=%.4f maxrss
 EOF
 
 # ---- measuring ---------------------------------------------------------------------------------------------------
-# Each measurement prints a key=value line; best_of keeps the best wall time and the best CPU time of REPEAT runs
-# (and the largest peak RSS), and prints "requests bytes wall cpu maxrss failed".
+# Each measurement prints a key=value line (the in-process ones print their own; curl's comes from /usr/bin/time).
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-measure_inproc() {  # command... -> key=value line
-  "$@" | tail -1
-}
 measure_curl() {  # config total_bytes -> key=value line (figures from /usr/bin/time: CPU and peak RSS)
   local cfg=$1 bytes=$2 n out wall user sys rss
   n=$(grep -c '^url' "$cfg")
@@ -187,21 +183,20 @@ measure_curl() {  # config total_bytes -> key=value line (figures from /usr/bin/
   echo "mode=curl requests=$n failed=0 bytes=$bytes wall_s=$wall cpu_s=$(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}') maxrss_kib=$rss"
 }
 
-best_of() {  # kind args... ; prints "requests bytes wall cpu maxrss failed"
-  local kind=$1; shift
-  local best_wall="" best_cpu="" max_rss=0 req=0 bytes=0 failed=0 line
-  for (( r = 0; r < REPEAT; r++ )); do
-    if [[ "$kind" == curl ]]; then line=$(measure_curl "$@"); else line=$(measure_inproc "$@" || true); fi
-    [[ -n "$line" ]] || { echo "download.sh: no figures from: $*" >&2; return 1; }
-    local w c m f
-    w=$(field wall_s "$line"); c=$(field cpu_s "$line"); m=$(field maxrss_kib "$line"); f=$(field failed "$line")
-    req=$(field requests "$line"); bytes=$(field bytes "$line")
-    (( f > failed )) && failed=$f
-    if [[ -z "$best_wall" ]] || awk -v a="$w" -v b="$best_wall" 'BEGIN{exit !(a<b)}'; then best_wall=$w; fi
-    if [[ -z "$best_cpu" ]] || awk -v a="$c" -v b="$best_cpu" 'BEGIN{exit !(a<b)}'; then best_cpu=$c; fi
-    (( m > max_rss )) && max_rss=$m
-  done
-  echo "$req $bytes $best_wall $best_cpu $max_rss $failed"
+# Figures per mode over the REPEAT runs: the best wall time, the best CPU time, the largest peak RSS.
+declare -A BEST_WALL BEST_CPU MAX_RSS REQ BYTES FAILED
+record() {  # mode key=value-line
+  local mode=$1 line=$2 w c m f
+  [[ -n "$line" ]] || { echo "download.sh: no figures for $mode" >&2; return 1; }
+  w=$(field wall_s "$line"); c=$(field cpu_s "$line"); m=$(field maxrss_kib "$line"); f=$(field failed "$line")
+  REQ[$mode]=$(field requests "$line"); BYTES[$mode]=$(field bytes "$line")
+  if [[ -z "${BEST_WALL[$mode]:-}" ]] || awk -v a="$w" -v b="${BEST_WALL[$mode]}" 'BEGIN{exit !(a<b)}'; then BEST_WALL[$mode]=$w; fi
+  if [[ -z "${BEST_CPU[$mode]:-}" ]] || awk -v a="$c" -v b="${BEST_CPU[$mode]}" 'BEGIN{exit !(a<b)}'; then BEST_CPU[$mode]=$c; fi
+  if (( m > ${MAX_RSS[$mode]:-0} )); then MAX_RSS[$mode]=$m; fi
+  if (( f > ${FAILED[$mode]:-0} )); then FAILED[$mode]=$f; else FAILED[$mode]=${FAILED[$mode]:-0}; fi
+}
+figures() {  # mode -> "requests bytes wall cpu maxrss failed"
+  echo "${REQ[$1]} ${BYTES[$1]} ${BEST_WALL[$1]} ${BEST_CPU[$1]} ${MAX_RSS[$1]} ${FAILED[$1]}"
 }
 
 report_header() {
@@ -233,13 +228,19 @@ run_scenario() {  # title urls total_bytes unit stream_flag
   local title=$1 urls=$2 total=$3 unit=$4 stream=$5
   echo
   echo "== $title (best of $REPEAT; $INFLIGHT in flight)"
+  BEST_WALL=(); BEST_CPU=(); MAX_RSS=(); REQ=(); BYTES=(); FAILED=()
+  # Round-robin: every repetition runs each contender once, so a burst of load elsewhere hits them alike.
+  for (( r = 0; r < REPEAT; r++ )); do
+    record raw "$("$BIN" raw "$urls" "$INFLIGHT" | tail -1 || true)"
+    record rawsock "$("$BIN" raw-socket "$urls" "$INFLIGHT" | tail -1 || true)"
+    # shellcheck disable=SC2086
+    record tendril "$("$BIN" tendril "$urls" "$INFLIGHT" $stream | tail -1 || true)"
+    record curl "$(measure_curl "$urls.curl" "$total")"
+    if [[ -n "$AIO_PY" ]]; then record aio "$("$AIO_PY" "$BENCH_DIR/aio.py" "$urls" "$INFLIGHT" | tail -1 || true)"; fi
+  done
   local raw rawsock tend curlf aio=""
-  raw=$(best_of inproc "$BIN" raw "$urls" "$INFLIGHT")
-  rawsock=$(best_of inproc "$BIN" raw-socket "$urls" "$INFLIGHT")
-  # shellcheck disable=SC2086
-  tend=$(best_of inproc "$BIN" tendril "$urls" "$INFLIGHT" $stream)
-  curlf=$(best_of curl "$urls.curl" "$total")
-  if [[ -n "$AIO_PY" ]]; then aio=$(best_of inproc "$AIO_PY" "$BENCH_DIR/aio.py" "$urls" "$INFLIGHT"); fi
+  raw=$(figures raw); rawsock=$(figures rawsock); tend=$(figures tendril); curlf=$(figures curl)
+  if [[ -n "$AIO_PY" ]]; then aio=$(figures aio); fi
   if [[ "$unit" == rps ]]; then report_header "requests/s"; else report_header "MB/s"; fi
   report "raw libcurl (poll)" "$raw" "$raw" "$unit"
   report "raw libcurl (epoll)" "$rawsock" "$raw" "$unit"

@@ -84,8 +84,12 @@ struct curl_driver {
 
   curl_driver();
   ~curl_driver();
+  // Wakes the driver task once per park: many sockets may report in one round.
   void wake() noexcept {
-    if (parked != nullptr) parked->notify(waiter::outcome::notified);
+    if (parked != nullptr) {
+      parked->notify(waiter::outcome::notified);
+      parked = nullptr;
+    }
   }
   void loop_forever();
   void process();
@@ -278,8 +282,12 @@ struct transfer_impl {
   time_point started{};
   time_point ended{};
 
+  // Wakes the owning task once per park: libcurl delivers a body in many small writes.
   void notify_owner() noexcept {
-    if (parked != nullptr) parked->notify(waiter::outcome::notified);
+    if (parked != nullptr) {
+      parked->notify(waiter::outcome::notified);
+      parked = nullptr;
+    }
   }
   void complete(CURLcode rc) noexcept {
     code = rc;

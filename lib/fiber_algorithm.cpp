@@ -16,6 +16,7 @@
 #include <boost/fiber/scheduler.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -50,16 +51,27 @@ reactor::~reactor() {
   ::close(epoll_fd_);
 }
 
+namespace {
+// The scheduling algorithm counts the fds its reactor watches (besides the eventfd), so that while tasks stay
+// runnable it polls only when there is I/O to look at. Kept here, beside the reactor, through this hook.
+void count_watched(reactor* r, int delta) noexcept;
+}  // namespace
+
 void reactor::watch(int fd, std::uint32_t events, io_source* source) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = source;
-  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0) return;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0) {
+    count_watched(this, +1);
+    return;
+  }
   if (errno == EEXIST && ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev) == 0) return;
   throw std::system_error(errno, std::generic_category(), "tendril: epoll_ctl(fd " + std::to_string(fd) + ")");
 }
 
-void reactor::unwatch(int fd) noexcept { ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr); }
+void reactor::unwatch(int fd) noexcept {
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr) == 0) count_watched(this, -1);
+}
 
 int reactor::poll(int timeout_ms) noexcept {
   epoll_event events[128];
@@ -68,8 +80,8 @@ int reactor::poll(int timeout_ms) noexcept {
   for (int i = 0; i < n; ++i) {
     if (events[i].data.ptr == nullptr) {
       std::uint64_t count;
-      while (::read(event_fd_, &count, sizeof count) > 0) {
-      }
+      ssize_t r = ::read(event_fd_, &count, sizeof count);  // one read resets an eventfd's counter
+      (void)r;
       continue;
     }
     static_cast<io_source*>(events[i].data.ptr)->on_ready(events[i].events);
@@ -136,7 +148,17 @@ class reactor_algorithm final : public fibers::algo::algorithm {
     // notify()) just wrote. With fibers ready that is harmless (the dispatcher runs again and collects the remote
     // queue); with none, the dispatcher would go on to block in suspend_until() and the wake-up would be lost,
     // so leave the events to suspend_until()'s own poll.
-    if (!ready_.empty() && fibers::context::active()->is_context(fibers::type::dispatcher_context)) reactor_.poll(0);
+    // Right after suspend_until() has polled, the round has already looked at I/O: skip the extra system call.
+    // With no fd watched there is nothing to look at (remote wake-ups need no poll while the dispatcher runs: it
+    // collects them from Boost's remote queue), so busy tasks pay no system call per round.
+    if (!ready_.empty() && (watched_ > 0 || untracked_watch.load(std::memory_order_relaxed)) &&
+        fibers::context::active()->is_context(fibers::type::dispatcher_context)) {
+      if (polled_) {
+        polled_ = false;
+      } else {
+        reactor_.poll(0);
+      }
+    }
     if (ready_.empty()) return nullptr;
     fibers::context* ctx = &ready_.front();
     ready_.pop_front();
@@ -160,15 +182,23 @@ class reactor_algorithm final : public fibers::algo::algorithm {
       }
     }
     reactor_.poll(timeout_ms);
+    polled_ = true;
   }
 
   void notify() noexcept override { reactor_.interrupt(); }
 
   reactor& get_reactor() noexcept { return reactor_; }
 
+  // fds the reactor watches, besides its eventfd. Closing a watched fd without unwatching it leaves the count
+  // too high, which only costs a poll per round.
+  std::size_t watched_ = 0;
+  // Set if a reactor was ever changed from a thread other than its own (not done by tendril; counted no more).
+  static inline std::atomic<bool> untracked_watch{false};
+
  private:
   fibers::scheduler::ready_queue_type ready_;
   std::size_t ready_count_ = 0;
+  bool polled_ = false;  // suspend_until() has just polled the reactor
   // Owned by the algorithm, which Boost.Fiber's scheduler owns: it outlives every fiber, and stays alive while
   // the scheduler still calls the algorithm during thread teardown.
   reactor reactor_;
@@ -179,7 +209,21 @@ class reactor_algorithm final : public fibers::algo::algorithm {
 #endif
 };
 
-thread_local reactor* tl_reactor = nullptr;
+thread_local reactor* tl_reactor __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local reactor_algorithm* tl_algorithm __attribute__((tls_model("initial-exec"))) = nullptr;
+
+void count_watched(reactor* r, int delta) noexcept {
+  if (tl_algorithm == nullptr || r != &tl_algorithm->get_reactor()) {
+    reactor_algorithm::untracked_watch.store(true, std::memory_order_relaxed);
+    return;
+  }
+  std::size_t& n = tl_algorithm->watched_;
+  if (delta > 0) {
+    ++n;
+  } else if (n > 0) {
+    --n;
+  }
+}
 
 }  // namespace
 
@@ -187,6 +231,7 @@ reactor& install_scheduler() {
   if (tl_reactor != nullptr) return *tl_reactor;
   auto* algo = new reactor_algorithm();
   fibers::context::active()->get_scheduler()->set_algo(fibers::algo::algorithm::ptr_t(algo));
+  tl_algorithm = algo;
   tl_reactor = &algo->get_reactor();
   return *tl_reactor;
 }

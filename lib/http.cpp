@@ -9,10 +9,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
-#include <random>
 #include <system_error>
 
 #include "curl_driver.hpp"
@@ -189,24 +187,21 @@ class stream_state final : public tendril::detail::body_sink {
 
   stream_state(session_state& s, transfer_request r) : slot_(s, r.url), transfer_(std::move(r), this) {}
 
-  // The body is received straight into blocks that read() then hands over without copying (when the reader
-  // asks for at least a block): one copy per byte, out of libcurl's buffer. Blocks grow from 16 KiB to 256 KiB
-  // as a body turns out to be big.
+  // The body waits in a ring buffer (grown on demand up to about buffer_limit + one write): no per-piece
+  // allocations and no shifting of unread data; read() copies out what it returns.
   result on_data(const char* data, std::size_t n) noexcept override {
     got_data_ = true;
     if (n == 0) return result::consumed;
     if (size_ >= buffer_limit) return result::pause;  // curl hands the same data again on unpause
     try {
-      if (blocks_.empty() || blocks_.back().size() + n > blocks_.back().capacity()) {
-        std::string b;
-        b.reserve(std::max(n, next_block_));
-        next_block_ = std::min<std::size_t>(next_block_ * 2, 256 * 1024);
-        blocks_.push_back(std::move(b));
-      }
-      blocks_.back().append(data, n);
+      if (cap_ - size_ < n) grow(size_ + n);
     } catch (...) {
       return result::abort;
     }
+    std::size_t tail = (head_ + size_) % cap_;
+    const std::size_t first = std::min(n, cap_ - tail);
+    std::memcpy(ring_.get() + tail, data, first);
+    std::memcpy(ring_.get(), data + first, n - first);
     size_ += n;
     return result::consumed;
   }
@@ -228,21 +223,15 @@ class stream_state final : public tendril::detail::body_sink {
       if (transfer_.code() != 0) throw_transfer_error(transfer_);
       return {};
     }
+    const std::size_t take = std::min(n, size_);
+    const std::size_t first = std::min(take, cap_ - head_);
     std::string out;
-    std::string& front = blocks_.front();
-    if (offset_ == 0 && front.size() <= n) {
-      out = std::move(front);
-      blocks_.pop_front();
-    } else {
-      const std::size_t take = std::min(n, front.size() - offset_);
-      out.assign(front, offset_, take);
-      offset_ += take;
-      if (offset_ == front.size()) {
-        blocks_.pop_front();
-        offset_ = 0;
-      }
-    }
-    size_ -= out.size();
+    out.reserve(take);
+    out.append(ring_.get() + head_, first);
+    out.append(ring_.get(), take - first);
+    head_ = (head_ + take) % cap_;
+    size_ -= take;
+    if (size_ == 0) head_ = 0;
     if (buffered() < buffer_limit / 2) transfer_.unpause();
     return out;
   }
@@ -255,11 +244,26 @@ class stream_state final : public tendril::detail::body_sink {
 
  private:
   std::size_t buffered() const { return size_; }
+  // Reallocates the ring to hold at least `need` bytes, unwrapping the unread data to the start.
+  void grow(std::size_t need) {
+    std::size_t cap = std::max<std::size_t>(cap_ * 2, 64 * 1024);
+    while (cap < need) cap *= 2;
+    std::unique_ptr<char[]> ring(new char[cap]);
+    const std::size_t first = std::min(size_, cap_ - head_);
+    if (size_ > 0) {
+      std::memcpy(ring.get(), ring_.get() + head_, first);
+      std::memcpy(ring.get() + first, ring_.get(), size_ - first);
+    }
+    ring_ = std::move(ring);
+    cap_ = cap;
+    head_ = 0;
+  }
+
   session_state::slot slot_;
-  std::deque<std::string> blocks_;  // declared before transfer_, which is destroyed (aborted) first
-  std::size_t offset_ = 0;          // read position in blocks_.front()
-  std::size_t size_ = 0;            // unread bytes
-  std::size_t next_block_ = 16 * 1024;
+  std::unique_ptr<char[]> ring_;  // declared before transfer_, which is destroyed (aborted) first
+  std::size_t cap_ = 0;
+  std::size_t head_ = 0;  // first unread byte
+  std::size_t size_ = 0;  // unread bytes
   transfer transfer_;
   bool got_data_ = false;
   std::string url_;
@@ -299,25 +303,14 @@ class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
     std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
-    // Not mkstemp: it creates mode 0600 files, and the rename would keep that. O_EXCL with mode 0666 lets the
-    // umask decide, as for any file a program writes.
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      char suffix[17];
-      std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
-      std::filesystem::path candidate = dir / ("." + dest.filename().string() + ".part-" + suffix);
-      fd_ = ::open(candidate.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-      if (fd_ >= 0) {
-        path_ = candidate;
-        return;
-      }
-      if (errno != EEXIST) {
-        throw std::filesystem::filesystem_error("cannot create a temporary file for the download", candidate,
-                                                std::error_code(errno, std::generic_category()));
-      }
+    std::string pattern = (dir / ("." + dest.filename().string() + ".part-XXXXXX")).string();
+    fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
+    if (fd_ < 0) {
+      throw std::filesystem::filesystem_error("cannot create a temporary file for the download",
+                                              std::filesystem::path(pattern),
+                                              std::error_code(errno, std::generic_category()));
     }
-    throw std::filesystem::filesystem_error("cannot create a temporary file for the download", dir,
-                                            std::error_code(EEXIST, std::generic_category()));
+    path_ = pattern;
   }
   ~temp_file() {
     if (fd_ >= 0) ::close(fd_);

@@ -40,8 +40,9 @@ struct thread_state {
   ~thread_state();
 };
 
-thread_local thread_state* tl_state = nullptr;
-thread_local exec_context* tl_current = nullptr;
+// initial-exec: read on every switch; a general-dynamic access from a shared library costs a __tls_get_addr call.
+thread_local thread_state* tl_state __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local exec_context* tl_current __attribute__((tls_model("initial-exec"))) = nullptr;
 
 thread_state& ensure_installed() {
   if (tl_state != nullptr) return *tl_state;
@@ -95,8 +96,22 @@ exec_context& current_exec() {
   return tl_current != nullptr ? *tl_current : ts.main_context;
 }
 
+namespace {
+using spinlock = boost::fibers::detail::spinlock;
+
+// Boost's spinlock_ttas::lock() has a 5 KB stack frame (room for its backoff generator's one-time
+// std::random_device), and the call it makes right away touches the far end of that frame: every task that
+// parked through it dirtied a second page of its stack (8 KiB resident per sleeping task instead of 4). Take the
+// lock with try_lock() and call lock() only when it is contended, which happens only between threads.
+[[gnu::noinline]] void lock_contended(spinlock& s) noexcept { s.lock(); }
+std::unique_lock<spinlock> lock_spin(spinlock& s) noexcept {
+  if (!s.try_lock()) lock_contended(s);
+  return std::unique_lock<spinlock>(s, std::adopt_lock);
+}
+}  // namespace
+
 bool waiter::notify(outcome why) noexcept {
-  std::unique_lock<boost::fibers::detail::spinlock> lk(spin);
+  std::unique_lock<spinlock> lk = lock_spin(spin);
   if (state != outcome::waiting) return false;
   state = why;
   waker.wake();
@@ -127,7 +142,7 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
   boost::fibers::context* fiber = boost::fibers::context::active();
   waiter::outcome result;
   {
-    std::unique_lock<boost::fibers::detail::spinlock> lk(w.spin);
+    std::unique_lock<spinlock> lk = lock_spin(w.spin);
     w.waker = fiber->create_waker();
     if (outer != nullptr) outer->unlock();
     {
@@ -140,7 +155,7 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
         fiber->suspend(lk);
       }
     }
-    lk.lock();
+    lk = lock_spin(w.spin);  // Boost unlocked it after the switch
     if (w.state == waiter::outcome::waiting) w.state = waiter::outcome::timed_out;
     result = w.state;
   }

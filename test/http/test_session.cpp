@@ -159,3 +159,41 @@ TEST_CASE("a session is usable from another OS thread") {
   CHECK(a == expected_bytes(100));
   CHECK(b == expected_bytes(100));
 }
+
+TEST_CASE("requests on reused connections and handles carry no options over from earlier requests") {
+  // Handles are pooled per thread and plain GETs reuse them without a reset: every combination below must still
+  // behave as if each request had a fresh handle.
+  http::session s;
+  for (int round = 0; round < 3; ++round) {
+    http::options short_timeout;
+    short_timeout.timeout = 200ms;
+    CHECK_THROWS_AS(s.get(url("/stall"), short_timeout), http::timeout_error);
+    stopwatch sw;
+    CHECK(s.get(url("/delay/0.4")).status == 200);  // no timeout left over
+    CHECK(sw.elapsed() >= 400ms);
+
+    auto head = s.request("HEAD", url("/bytes/100"));
+    CHECK(head.body.empty());
+    CHECK(s.get(url("/bytes/100")).body == expected_bytes(100));  // a body again after HEAD
+
+    CHECK(s.post(url("/echo"), "posted").body == "posted");
+    auto after_post = s.get(url("/headers"));
+    CHECK(after_post.status == 200);  // a GET again: POST /headers would be a 404
+    CHECK(!contains(after_post.body, "content-length"));
+
+    http::options no_follow;
+    no_follow.follow_redirects = false;
+    CHECK(s.get(url("/redirect/1"), no_follow).status == 302);
+    CHECK(s.get(url("/redirect/1")).status == 200);  // follows again
+
+    http::options with_header;
+    with_header.headers = {{"X-Once", "1"}};
+    CHECK(contains(s.get(url("/headers"), with_header).body, "x-once"));
+    CHECK(!contains(s.get(url("/headers")).body, "x-once"));
+
+    http::options tls_off;
+    tls_off.verify_tls = false;
+    CHECK(s.get(server().tls_url("/bytes/10"), tls_off).status == 200);
+    CHECK_THROWS_AS(s.get(server().tls_url("/bytes/10")), http::error);  // verification is back on
+  }
+}
