@@ -405,7 +405,9 @@ struct transfer_impl {
       curl_easy_setopt(e, CURLOPT_XFERINFODATA, this);
     }
     for (const auto& [k, v] : request.headers) {
-      std::string line = k + ": " + v;
+      std::string line = k;
+      line += ": ";
+      line += v;
       curl_slist* l = curl_slist_append(header_list, line.c_str());
       if (l == nullptr) throw std::bad_alloc();
       header_list = l;

@@ -282,7 +282,9 @@ TEST_CASE("accept suspends only the calling task: a ticker keeps ticking") {
     CHECK(sw.elapsed() >= 300ms);
     stop = true;
     ticker.get();
-    CHECK(ticks >= 10);
+    // Had accept() blocked the thread, the ticker could not have run before it returned (at most 1 tick).
+    // ~30 are possible in 300 ms; 3 leaves room for valgrind on a loaded machine.
+    CHECK(ticks >= 3);
     auto s = client.get();
     s.write_all("x");
     char b;
