@@ -12,9 +12,9 @@
 //
 // Targets (printed, never asserted): round trip <= 1.5x raw, create-run-finish <= 2x raw.
 // Build with optimisation (the default debugoptimized build is fine). Run: build/bench/bench_switch [scale]
+#include <time.h>
 #include <boost/context/fiber.hpp>
 #include <boost/context/pooled_fixedsize_stack.hpp>
-#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -164,7 +164,8 @@ int main(int argc, char** argv) {
   raw_create_run_finish(1000, salloc);
 
   row rows[] = {
-      {"switch round trip, main <-> greenlet", best_ns_per_op(switches, [&] { return tendril_round_trip_main(switches); }),
+      {"switch round trip, main <-> greenlet",
+       best_ns_per_op(switches, [&] { return tendril_round_trip_main(switches); }),
        best_ns_per_op(switches, [&] { return raw_round_trip_main(switches, salloc); }), 1.5},
       {"switch round trip, greenlet <-> greenlet",
        best_ns_per_op(switches, [&] { return tendril_round_trip_pair(switches); }),
@@ -175,8 +176,9 @@ int main(int argc, char** argv) {
 
   std::printf("tendril greenlets vs raw boost::context::fiber (pooled_fixedsize_stack), %d KiB stacks\n",
               static_cast<int>(stack_size / 1024));
-  std::printf("thread CPU time, best of %d repetitions; %ld switch round trips, %ld create-run-finish per repetition\n\n",
-              repetitions, switches, creates);
+  std::printf(
+      "thread CPU time, best of %d repetitions; %ld switch round trips, %ld create-run-finish per repetition\n\n",
+      repetitions, switches, creates);
   std::printf("%-42s %12s %12s %8s %8s\n", "", "tendril ns", "raw ns", "ratio", "target");
   for (const row& r : rows) {
     const double ratio = r.tendril_ns / r.raw_ns;

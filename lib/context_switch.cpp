@@ -28,9 +28,7 @@ class pooled_stack_allocator {
     sc.sp = b.top;
     return sc;
   }
-  void deallocate(ctx::stack_context& sc) noexcept {
-    free_stack(stack_block{static_cast<char*>(sc.sp), sc.size});
-  }
+  void deallocate(ctx::stack_context& sc) noexcept { free_stack(stack_block{static_cast<char*>(sc.sp), sc.size}); }
 
  private:
   std::size_t size_;

@@ -278,7 +278,7 @@ struct transfer_impl {
   bool paused = false;
   bool ever_paused = false;
   std::optional<easy_profile> profile;  // set for a plain request (see easy_profile)
-  waiter* parked = nullptr;  // the owning task, while it waits
+  waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
   time_point ended{};
 
@@ -366,8 +366,8 @@ struct transfer_impl {
   // The profile of a plain request (see easy_profile), or none.
   static std::optional<easy_profile> plain_profile(const transfer_request& r) {
     if (r.method != "GET" || !r.headers.empty() || !r.body.empty() || r.on_progress) return std::nullopt;
-    return easy_profile{r.follow_redirects, r.max_redirects, r.verify_tls, r.ca_file, r.proxy, to_ms(r.timeout),
-                        to_ms(r.connect_timeout)};
+    return easy_profile{r.follow_redirects, r.max_redirects,         r.verify_tls, r.ca_file, r.proxy,
+                        to_ms(r.timeout),   to_ms(r.connect_timeout)};
   }
 
   // What changes from one transfer to the next on the same handle.
@@ -459,9 +459,9 @@ void transfer::start() {
   impl_->started = std::chrono::steady_clock::now();
   CURLMcode rc = curl_multi_add_handle(impl_->driver->multi, impl_->easy);
   if (rc != CURLM_OK) {
-    throw http::error(-1, curl_multi_strerror(rc), impl_->request.url,
-                      impl_->request.method + " " + impl_->request.url + ": cannot start the transfer: " +
-                          curl_multi_strerror(rc));
+    throw http::error(
+        -1, curl_multi_strerror(rc), impl_->request.url,
+        impl_->request.method + " " + impl_->request.url + ": cannot start the transfer: " + curl_multi_strerror(rc));
   }
   impl_->added = true;
   impl_->driver->wake();  // let the driver pick up the new timer
@@ -505,7 +505,8 @@ int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;
   std::string msg = curl_easy_strerror(c);
-  if (impl_->error_buffer[0] != '\0' && msg != impl_->error_buffer) msg += " (" + std::string(impl_->error_buffer) + ")";
+  if (impl_->error_buffer[0] != '\0' && msg != impl_->error_buffer)
+    msg += " (" + std::string(impl_->error_buffer) + ")";
   const char* hint = nullptr;
   switch (c) {
     case CURLE_UNSUPPORTED_PROTOCOL:
@@ -525,8 +526,9 @@ std::string transfer::describe_failure() const {
       break;
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
-      hint = "the server's TLS certificate is not trusted: pass its CA in options::ca_file, or set "
-             "options::verify_tls = false for a test server";
+      hint =
+          "the server's TLS certificate is not trusted: pass its CA in options::ca_file, or set "
+          "options::verify_tls = false for a test server";
       break;
     case CURLE_TOO_MANY_REDIRECTS:
       hint = "raise options::max_redirects, or the server has a redirect loop";

@@ -10,8 +10,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <optional>
+#include <string>
 
 #include "exception_state.hpp"
 #include "greenlet_domain.hpp"
@@ -27,7 +27,7 @@ struct exec_context {
   waiter* parked = nullptr;
   bool cancel_pending = false;
   tendril::timeout* timeouts = nullptr;  // innermost open timeout scope
-  duration expired_scope_length{};        // for the timeout_error message
+  duration expired_scope_length{};       // for the timeout_error message
   greenlet_domain* domain = nullptr;     // the task's greenlets, created on first use
   stack_label label;
 };

@@ -115,7 +115,6 @@ struct thread_domain_guard {
   }
 };
 
-
 greenlet_domain* new_domain() {
   auto* d = new greenlet_domain;
   auto* m = new greenlet_impl;

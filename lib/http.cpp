@@ -25,7 +25,8 @@ error::error(int code, std::string curl_message, std::string url, const std::str
     : std::runtime_error(what), code_(code), curl_message_(std::move(curl_message)), url_(std::move(url)) {}
 
 status_error::status_error(long status, std::string url)
-    : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url), status_(status) {}  // NOLINT(performance-unnecessary-value-param)
+    : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url),
+      status_(status) {}  // NOLINT(performance-unnecessary-value-param)
 
 const response& response::raise_for_status() const {
   if (status >= 400) throw status_error(status, url);
@@ -364,8 +365,8 @@ session::~session() = default;
 const session_options& session::settings() const noexcept { return state_->settings; }
 
 response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
-  return state_->with_retries(method,
-                              [&](bool may_retry) { return detail::perform(*state_, method, url, body, o, may_retry); });
+  return state_->with_retries(
+      method, [&](bool may_retry) { return detail::perform(*state_, method, url, body, o, may_retry); });
 }
 
 response session::get(std::string_view url, const options& o) { return request("GET", url, {}, o); }

@@ -203,8 +203,8 @@ stack_block allocate_stack(std::size_t size) {
   }
   install_overflow_handler();
   const std::size_t page = page_size();
-  void* mem = ::mmap(nullptr, size + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                     -1, 0);
+  void* mem = ::mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (mem == MAP_FAILED) throw std::bad_alloc();
   if (::mprotect(mem, page, PROT_NONE) != 0) {
     // ENOMEM here usually means vm.max_map_count is exhausted (two mappings per stack).

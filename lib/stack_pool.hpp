@@ -22,7 +22,7 @@ void free_stack(stack_block block) noexcept;
 
 // What the stack-overflow handler reports for the stack the thread is running on.
 struct stack_label {
-  std::string name;               // "greenlet", a task's name...
+  std::string name;                 // "greenlet", a task's name...
   const char* guard_low = nullptr;  // the guard page's range
   const char* guard_high = nullptr;
   std::size_t size = 0;

@@ -14,7 +14,8 @@ std::string type_name(const std::type_info& t) {
   std::string s = status == 0 && name ? std::string(name.get()) : std::string(t.name());
   // Spell the common library types the way people write them.
   const std::string long_string = "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
-  for (std::size_t pos; (pos = s.find(long_string)) != std::string::npos;) s.replace(pos, long_string.size(), "std::string");
+  for (std::size_t pos; (pos = s.find(long_string)) != std::string::npos;)
+    s.replace(pos, long_string.size(), "std::string");
   return s;
 }
 

@@ -62,9 +62,7 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(clock_type::time_point t) {
-  return std::chrono::duration<double>(clock_type::now() - t).count();
-}
+double seconds_since(clock_type::time_point t) { return std::chrono::duration<double>(clock_type::now() - t).count(); }
 
 // 1234567 -> "1.2 MB"
 std::string human(double bytes) {
@@ -468,8 +466,8 @@ int run_demo(const fs::path& dir, std::size_t parallel, display& out) {
   batch_result b = download_all(together, session, parallel, out);
   std::printf("%zu files, %llu bytes in %.2f s\n", b.ok, static_cast<unsigned long long>(b.bytes), b.seconds);
 
-  std::printf("\nsync: %zu files in %.1f s   concurrent: %zu files in %.1f s   speed-up %.1fx\n", a.ok, a.seconds,
-              b.ok, b.seconds, b.seconds > 0 ? a.seconds / b.seconds : 0.0);
+  std::printf("\nsync: %zu files in %.1f s   concurrent: %zu files in %.1f s   speed-up %.1fx\n", a.ok, a.seconds, b.ok,
+              b.seconds, b.seconds > 0 ? a.seconds / b.seconds : 0.0);
   std::fflush(stdout);
   server.stop();
   return a.ok == a.files && b.ok == b.files ? 0 : 1;

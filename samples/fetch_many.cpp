@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
     // connection's task, the crawler's tasks wait for their responses: all on this one thread.
     sample::http_server server([](const sample::request& r) -> std::optional<sample::reply> {
       int i = 0;
-      if (std::sscanf(r.path.c_str(), "/page/%d", &i) != 1 || i < 1 || i > 6 || r.path != "/page/" + std::to_string(i)) {
+      if (std::sscanf(r.path.c_str(), "/page/%d", &i) != 1 || i < 1 || i > 6 ||
+          r.path != "/page/" + std::to_string(i)) {
         return std::nullopt;  // 404
       }
       tendril::sleep_for(std::chrono::milliseconds(100 * (7 - i)));  // page 1 is the slowest

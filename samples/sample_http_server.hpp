@@ -53,14 +53,14 @@ using namespace std::chrono_literals;
 
 // One parsed request.
 struct request {
-  std::string method;   // "GET"
-  std::string target;   // as sent: "/img/1.jpg?x=1"
-  std::string path;     // percent-decoded path part: "/img/1.jpg"
-  std::string query;    // after '?', undecoded: "x=1"
-  std::string version;  // "HTTP/1.1"
+  std::string method;                          // "GET"
+  std::string target;                          // as sent: "/img/1.jpg?x=1"
+  std::string path;                            // percent-decoded path part: "/img/1.jpg"
+  std::string query;                           // after '?', undecoded: "x=1"
+  std::string version;                         // "HTTP/1.1"
   std::map<std::string, std::string> headers;  // names lower-cased
-  std::string body;     // the Content-Length body, if any
-  std::string peer;     // "127.0.0.1:53412"
+  std::string body;                            // the Content-Length body, if any
+  std::string peer;                            // "127.0.0.1:53412"
 
   std::string header(const std::string& lower_case_name) const {
     auto it = headers.find(lower_case_name);
@@ -99,24 +99,33 @@ using access_logger = std::function<void(const request&, int status, std::uint64
 
 struct server_config {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 0;                 // 0: any free port (see http_server::port())
-  std::filesystem::path static_dir;       // empty: no static files
-  tendril::duration idle_timeout = 60s;   // a keep-alive connection idle this long is closed
-  std::size_t stack_size = 0;             // per connection task (0: tendril's default, committed lazily)
-  access_logger log;                      // optional
+  std::uint16_t port = 0;                // 0: any free port (see http_server::port())
+  std::filesystem::path static_dir;      // empty: no static files
+  tendril::duration idle_timeout = 60s;  // a keep-alive connection idle this long is closed
+  std::size_t stack_size = 0;            // per connection task (0: tendril's default, committed lazily)
+  access_logger log;                     // optional
 };
 
 inline const char* reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Unknown";
   }
 }
 
@@ -161,13 +170,18 @@ inline std::optional<std::string> percent_decode(std::string_view s) {
 }
 
 inline std::string content_type_for(const std::filesystem::path& p) {
-  static const std::map<std::string, std::string> types = {
-      {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-      {".txt", "text/plain; charset=utf-8"}, {".css", "text/css"},
-      {".js", "text/javascript"},            {".json", "application/json"},
-      {".jpg", "image/jpeg"},                {".jpeg", "image/jpeg"},
-      {".png", "image/png"},                 {".gif", "image/gif"},
-      {".svg", "image/svg+xml"},             {".pdf", "application/pdf"}};
+  static const std::map<std::string, std::string> types = {{".html", "text/html; charset=utf-8"},
+                                                           {".htm", "text/html; charset=utf-8"},
+                                                           {".txt", "text/plain; charset=utf-8"},
+                                                           {".css", "text/css"},
+                                                           {".js", "text/javascript"},
+                                                           {".json", "application/json"},
+                                                           {".jpg", "image/jpeg"},
+                                                           {".jpeg", "image/jpeg"},
+                                                           {".png", "image/png"},
+                                                           {".gif", "image/gif"},
+                                                           {".svg", "image/svg+xml"},
+                                                           {".pdf", "application/pdf"}};
   auto it = types.find(lower(p.extension().string()));
   return it == types.end() ? "application/octet-stream" : it->second;
 }
@@ -264,8 +278,8 @@ inline bool wants_keep_alive(const request& r) {
   return c.find("close") == std::string::npos;
 }
 
-inline std::string response_head(int status, const std::string& content_type, std::uint64_t length,
-                                 bool keep_alive, const std::vector<std::pair<std::string, std::string>>& extra) {
+inline std::string response_head(int status, const std::string& content_type, std::uint64_t length, bool keep_alive,
+                                 const std::vector<std::pair<std::string, std::string>>& extra) {
   std::string h = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
   h += "Server: tendril-sample\r\n";
   h += "Content-Type: " + content_type + "\r\n";

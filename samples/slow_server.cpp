@@ -131,8 +131,8 @@ int main(int argc, char** argv) {
     config.static_dir = dir;
     if (!quiet) {
       config.log = [](const sample::request& r, int code, std::uint64_t bytes, tendril::duration took) {
-        std::printf("%s  %s %s -> %d, %llu bytes, %.2f s\n", r.peer.c_str(), r.method.c_str(), r.target.c_str(),
-                    code, static_cast<unsigned long long>(bytes), std::chrono::duration<double>(took).count());
+        std::printf("%s  %s %s -> %d, %llu bytes, %.2f s\n", r.peer.c_str(), r.method.c_str(), r.target.c_str(), code,
+                    static_cast<unsigned long long>(bytes), std::chrono::duration<double>(took).count());
       };
     }
     sample::http_server server(routes, config);

@@ -75,11 +75,11 @@ struct options {
 };
 
 struct TENDRIL_API response {
-  long status = 0;        // HTTP status of the final response
-  headers_map headers;    // of the final response
+  long status = 0;      // HTTP status of the final response
+  headers_map headers;  // of the final response
   std::string body;
-  std::string url;        // the effective URL, after redirects
-  duration elapsed{};     // from the start of the request to the end of the body
+  std::string url;     // the effective URL, after redirects
+  duration elapsed{};  // from the start of the request to the end of the body
   bool ok() const noexcept { return status >= 200 && status < 300; }
   // Throws status_error for a 4xx or 5xx status; returns *this otherwise.
   const response& raise_for_status() const;

@@ -4,7 +4,8 @@
 //   tendril::spawn([&] {
 //     for (;;) {
 //       auto client = std::make_shared<tendril::net::tcp_stream>(listener.accept());
-//       tendril::spawn([client] { char buf[4096]; while (auto n = client->read(buf, sizeof buf)) client->write_all(buf, n); });
+//       tendril::spawn([client] { char buf[4096]; while (auto n = client->read(buf, sizeof buf)) client->write_all(buf,
+//       n); });
 //     }
 //   });
 //   auto s = tendril::net::tcp_stream::connect("127.0.0.1", listener.port(), 2s);
@@ -50,8 +51,7 @@ class TENDRIL_API timeout_error : public error {
 class TENDRIL_API tcp_stream {
  public:
   // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error.
-  static tcp_stream connect(std::string_view host, std::uint16_t port,
-                            std::optional<duration> timeout = std::nullopt);
+  static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;
   // Takes ownership of a connected socket (made non-blocking here).

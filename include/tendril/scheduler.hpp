@@ -84,7 +84,7 @@ class TENDRIL_API task_base {
   task_base& operator=(const task_base&) = delete;
   virtual ~task_base();
 
-  void join();                          // wait until done; never throws the task's exception
+  void join();                           // wait until done; never throws the task's exception
   bool join_until(time_point deadline);  // false on timeout
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   bool cancelled() const noexcept;
@@ -118,7 +118,7 @@ class TENDRIL_API task_base {
   bool cancelled_ = false;
   bool retrieved_ = false;
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
-  stack_info stack_;  // for the stack-overflow message
+  stack_info stack_;                 // for the stack-overflow message
 };
 
 template <class T>

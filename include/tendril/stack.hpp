@@ -30,9 +30,9 @@ TENDRIL_API std::size_t default_stack_size() noexcept;
 
 // Statistics of the calling thread's stack pool (for tests and benchmarks).
 struct stack_pool_stats {
-  std::size_t in_use = 0;   // stacks handed out and not yet returned
-  std::size_t pooled = 0;   // freed stacks kept for reuse
-  std::size_t mapped = 0;   // stacks ever mmap'd by this thread and not yet unmapped
+  std::size_t in_use = 0;  // stacks handed out and not yet returned
+  std::size_t pooled = 0;  // freed stacks kept for reuse
+  std::size_t mapped = 0;  // stacks ever mmap'd by this thread and not yet unmapped
 };
 TENDRIL_API stack_pool_stats stack_pool_statistics() noexcept;
 

@@ -36,8 +36,7 @@ class TENDRIL_API value_type_error : public std::runtime_error {
 namespace detail {
 // The readable name of a type ("int", "std::__cxx11::basic_string<...>").
 TENDRIL_API std::string type_name(const std::type_info& t);
-[[noreturn]] TENDRIL_API void throw_value_type_error(const std::type_info& stored,
-                                                     const std::type_info& wanted,
+[[noreturn]] TENDRIL_API void throw_value_type_error(const std::type_info& stored, const std::type_info& wanted,
                                                      const std::string& where);
 [[noreturn]] TENDRIL_API void throw_value_missing(const std::string& what);
 
@@ -92,7 +91,8 @@ class TENDRIL_API value {
   template <class T>
   T as() const {
     if (args_.size() != 1) {
-      detail::throw_value_missing("value::as<" + detail::type_name(typeid(T)) + ">() needs exactly one positional value, this value has " +
+      detail::throw_value_missing("value::as<" + detail::type_name(typeid(T)) +
+                                  ">() needs exactly one positional value, this value has " +
                                   std::to_string(args_.size()));
     }
     return get<T>(0);

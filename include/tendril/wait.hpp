@@ -179,7 +179,8 @@ T wait_for(task<T>& t, duration d) {
     t.join();
     if (t.cancelled() || !t.done()) {
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-      throw timeout_error("task '" + t.name() + "' did not finish within " + std::to_string(ms) + " ms; it was cancelled");
+      throw timeout_error("task '" + t.name() + "' did not finish within " + std::to_string(ms) +
+                          " ms; it was cancelled");
     }
   }
   return t.get();

@@ -225,7 +225,9 @@ TEST_CASE("destroying an unfinished generator unwinds its body") {
 
   // A generator that was never started has nothing to unwind; its body never runs.
   bool ran = false;
-  { generator<int> never([&](yielder<int>&) { ran = true; }); }
+  {
+    generator<int> never([&](yielder<int>&) { ran = true; });
+  }
   CHECK_FALSE(ran);
 }
 

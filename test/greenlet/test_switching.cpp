@@ -262,8 +262,8 @@ TEST_CASE("greenlet_exit escaping run is delivered to the parent as a value, not
 TEST_CASE("switching to a dead greenlet goes to its first live ancestor with the same values") {
   SUBCASE("the ancestor is suspended") {
     greenlet g1([] {
-      value v = switch_to_parent();      // parked; later resumed by the switch to the dead child
-      return v;                          // hand what it got back to main
+      value v = switch_to_parent();  // parked; later resumed by the switch to the dead child
+      return v;                      // hand what it got back to main
     });
     g1.switch_();
     greenlet child([] { return 1; });

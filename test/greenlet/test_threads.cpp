@@ -125,7 +125,8 @@ TEST_CASE("every thread has its own main greenlet") {
   CHECK(here.is_main());
 }
 
-TEST_CASE("switching to or throwing into another thread's greenlet throws greenlet_error (test_switch_to_another_thread)") {
+TEST_CASE(
+    "switching to or throwing into another thread's greenlet throws greenlet_error (test_switch_to_another_thread)") {
   SUBCASE("unstarted") {
     foreign_greenlet f(false);
     CHECK_THROWS_AS(f.g->switch_(), greenlet_error);
@@ -180,8 +181,9 @@ TEST_CASE("a greenlet's parent cannot belong to another thread") {
   }
 }
 
-TEST_CASE("a greenlet dropped on another thread is killed when its owner next calls tendril "
-          "(test_dealloc_other_thread)") {
+TEST_CASE(
+    "a greenlet dropped on another thread is killed when its owner next calls tendril "
+    "(test_dealloc_other_thread)") {
   struct on_unwind {
     int* count;
     std::thread::id* where;
@@ -234,9 +236,8 @@ TEST_CASE("greenlets left suspended by a thread are killed when the thread ends 
 
 TEST_CASE("tracers are per thread") {
   int calls_here = 0;
-  tendril::tracer previous = tendril::settrace([&](tendril::trace_event, const greenlet&, const greenlet&) {
-    ++calls_here;
-  });
+  tendril::tracer previous =
+      tendril::settrace([&](tendril::trace_event, const greenlet&, const greenlet&) { ++calls_here; });
   bool other_thread_has_none = false;
   int other_thread_calls = 0;
   std::thread([&] {

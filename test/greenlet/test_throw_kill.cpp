@@ -110,9 +110,7 @@ TEST_CASE("throw_ into a dead greenlet: exceptions other than greenlet_exit go t
   greenlet dead([] {});
   dead.switch_();
   REQUIRE(dead.dead());
-  SUBCASE("the ancestor is the caller") {
-    CHECK_THROWS_AS(dead.throw_(make<some_error>("x")), some_error);
-  }
+  SUBCASE("the ancestor is the caller") { CHECK_THROWS_AS(dead.throw_(make<some_error>("x")), some_error); }
   SUBCASE("the ancestor is suspended elsewhere") {
     greenlet catcher([] {
       try {
@@ -230,7 +228,9 @@ TEST_CASE("a killed greenlet's destructors run, and the dropping greenlet contin
 
   // An unstarted or finished greenlet is simply freed; its run never runs.
   bool ran = false;
-  { greenlet unstarted([&] { ran = true; }); }
+  {
+    greenlet unstarted([&] { ran = true; });
+  }
   CHECK_FALSE(ran);
 
   // Killed from inside another greenlet: the kill returns there, not to main.
@@ -252,8 +252,9 @@ TEST_CASE("a killed greenlet's destructors run, and the dropping greenlet contin
   CHECK(destroyed == 2);
 }
 
-TEST_CASE("the killed greenlet's parent is the dropping greenlet during the kill and is restored afterwards "
-          "(test_parent_restored_on_kill)") {
+TEST_CASE(
+    "the killed greenlet's parent is the dropping greenlet during the kill and is restored afterwards "
+    "(test_parent_restored_on_kill)") {
   greenlet hub([] {});
   greenlet main = greenlet::current();
   std::vector<greenlet> result;
@@ -285,8 +286,9 @@ TEST_CASE("the killed greenlet's parent is the dropping greenlet during the kill
   CHECK(unwound == 1);
 }
 
-TEST_CASE("a killed greenlet that throws something else: the error is reported on stderr, not raised "
-          "(test_dealloc_catches_GreenletExit_throws_other)") {
+TEST_CASE(
+    "a killed greenlet that throws something else: the error is reported on stderr, not raised "
+    "(test_dealloc_catches_GreenletExit_throws_other)") {
   std::optional<greenlet> g(std::in_place, [] {
     try {
       switch_to_parent();

@@ -94,8 +94,8 @@ TEST_CASE("switch_ and throw_ events carry the right origin and target (test_a_g
     t.name_it(g2, "g2");
     g1.switch_();
     CHECK_THROWS_AS(g2.switch_(), some_error);
-    CHECK(t.actions == std::vector<std::string>{"switch main->g1", "switch g1->main", "switch main->g2",
-                                                "throw g2->main"});
+    CHECK(t.actions ==
+          std::vector<std::string>{"switch main->g1", "switch g1->main", "switch main->g2", "throw g2->main"});
     CHECK(t.target_is_current);
   }
   CHECK_FALSE(tendril::gettrace());
@@ -156,8 +156,9 @@ TEST_CASE("dropping the last handle is traced as a throw_ into the killed greenl
   CHECK(t.actions == std::vector<std::string>{"throw main->?", "switch ?->main"});
 }
 
-TEST_CASE("a tracer that throws is removed and its exception replaces the pending value "
-          "(test_b_exception_disables_tracing)") {
+TEST_CASE(
+    "a tracer that throws is removed and its exception replaces the pending value "
+    "(test_b_exception_disables_tracing)") {
   greenlet main = greenlet::current();
   SUBCASE("raised at the pending switch_ in the target, which does not catch it") {
     greenlet g([&] { main.switch_(); });

@@ -35,7 +35,7 @@ TEST_CASE("an unsupported scheme is an http::error naming the URL") {
   const std::string u = "ftp://127.0.0.1:1/file.txt";
   auto e = expect_throw<http::error>([&] { http::get(u); });
   check_names_url(e, u);
-  CHECK(e.code() == 1);  // CURLE_UNSUPPORTED_PROTOCOL
+  CHECK(e.code() == 1);                  // CURLE_UNSUPPORTED_PROTOCOL
   CHECK(contains(e.what(), "http://"));  // the hint says what is supported
 }
 

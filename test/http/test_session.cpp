@@ -67,14 +67,16 @@ TEST_CASE("max_per_host limits each host separately") {
   stopwatch sw;
   tendril::run([&] {
     std::vector<tendril::task<void>> ts;
-    for (int i = 0; i < 6; ++i) ts.push_back(tendril::spawn([&] {
-      CHECK(s.get(a).status == 200);
-      a_done.push_back(clock::now());
-    }));
-    for (int i = 0; i < 2; ++i) ts.push_back(tendril::spawn([&] {
-      CHECK(s.get(b).status == 200);
-      b_done.push_back(clock::now());
-    }));
+    for (int i = 0; i < 6; ++i)
+      ts.push_back(tendril::spawn([&] {
+        CHECK(s.get(a).status == 200);
+        a_done.push_back(clock::now());
+      }));
+    for (int i = 0; i < 2; ++i)
+      ts.push_back(tendril::spawn([&] {
+        CHECK(s.get(b).status == 200);
+        b_done.push_back(clock::now());
+      }));
     tendril::gather(ts);
   });
   REQUIRE(a_done.size() == 6);

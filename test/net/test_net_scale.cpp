@@ -149,8 +149,8 @@ TEST_CASE("scale: 5,000 concurrent requests through one tendril::http session ag
     CHECK(routes.arrived == n);
     CHECK(server.requests_served() == static_cast<std::uint64_t>(n));
     CHECK(server.peak_connections() == static_cast<std::uint64_t>(n));
-    MESSAGE(n, " session requests: ", ok, " responses checked, ", server.connections_accepted(),
-            " connections, peak ", server.peak_connections());
+    MESSAGE(n, " session requests: ", ok, " responses checked, ", server.connections_accepted(), " connections, peak ",
+            server.peak_connections());
     server.stop();
   });
 }

@@ -92,8 +92,8 @@ TEST_CASE("sample server: Connection: close and HTTP/1.0 close after the answer"
   tendril::run([] {
     sample::http_server server(routes);
     server.start();
-    for (std::string req : {get_request("/hello", "Connection: close\r\n"),
-                            std::string("GET /hello HTTP/1.0\r\n\r\n")}) {
+    for (std::string req :
+         {get_request("/hello", "Connection: close\r\n"), std::string("GET /hello HTTP/1.0\r\n\r\n")}) {
       auto s = connect_to(server);
       std::string buf;
       auto r = exchange(s, buf, req);
@@ -189,8 +189,8 @@ TEST_CASE("sample server: static files, with '..' rejected") {
     CHECK(head.headers["content-length"] == "200000");
     CHECK(exchange(s, buf, get_request("/img/b.jpg")).status == 404);
     CHECK(exchange(s, buf, get_request("/hello")).body == "hello");  // routes first, then files
-    for (const char* evil : {"/../secret.txt", "/img/../../secret.txt", "/%2e%2e/secret.txt", "/img/%2E%2E/..",
-                             "/..\\secret.txt"}) {
+    for (const char* evil :
+         {"/../secret.txt", "/img/../../secret.txt", "/%2e%2e/secret.txt", "/img/%2E%2E/..", "/..\\secret.txt"}) {
       CAPTURE(evil);
       auto c = connect_to(server);
       std::string b;
@@ -245,10 +245,10 @@ TEST_CASE("sample server: stop() closes the listener and cancels connection task
     CHECK_FALSE(finished);
     CHECK(server.open_connections() == 0);
     char c;
-    CHECK(s.read(&c, 1, 5s) == 0);     // closed without an answer
+    CHECK(s.read(&c, 1, 5s) == 0);  // closed without an answer
     CHECK(idle.read(&c, 1, 5s) == 0);
     CHECK_THROWS_AS(tcp_stream::connect("127.0.0.1", port, 5s), tendril::net::error);  // nobody listens
-    server.stop();  // idempotent
+    server.stop();                                                                     // idempotent
   });
 }
 

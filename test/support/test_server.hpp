@@ -59,9 +59,7 @@ class http_test_server {
   pid_t pid() const { return pid_; }
 
   // "http://127.0.0.1:<http_port>" + path
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(http_port_) + path;
-  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(http_port_) + path; }
   // "https://localhost:<https_port>" + path (certificate is for localhost/127.0.0.1)
   std::string tls_url(const std::string& path) const {
     return "https://localhost:" + std::to_string(https_port_) + path;
@@ -101,8 +99,7 @@ class http_test_server {
         close_fd(p[1]);
       }
     };
-    if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 ||
-        ::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(err_pipe, O_CLOEXEC) != 0) {
       const int err = errno;
       close_all();
       throw std::runtime_error("tendril_test::http_test_server: pipe2() failed: " + errno_text(err));
@@ -208,8 +205,8 @@ class http_test_server {
           if (WIFEXITED(ws)) status = " (exit status " + std::to_string(WEXITSTATUS(ws)) + ")";
           if (WIFSIGNALED(ws)) status = " (killed by signal " + std::to_string(WTERMSIG(ws)) + ")";
         }
-        fail(script_path + " exited without a READY line" + status +
-             "; see its stderr above (got: \"" + buffer + "\")");
+        fail(script_path + " exited without a READY line" + status + "; see its stderr above (got: \"" + buffer +
+             "\")");
       }
       buffer.append(chunk, static_cast<std::size_t>(n));
     }
