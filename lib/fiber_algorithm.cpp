@@ -140,17 +140,16 @@ class reactor_algorithm final : public fibers::algo::algorithm {
       dispatcher_stack_id_ = register_dispatcher_stack_with_valgrind();
     }
 #endif
-    // Look at I/O without blocking once per round of the ready queue, so busy tasks never starve it. The
-    // dispatcher context sits in the ready queue once per round, and only its pick_next() may dispatch events:
-    // a fiber calls pick_next() while it parks, still holding its waiter's spinlock (released only after the
-    // switch), so delivering an event to that waiter from there would deadlock.
-    // Only when something is ready: this poll may drain the eventfd that a remote wake-up (another thread's
-    // notify()) just wrote. With fibers ready that is harmless (the dispatcher runs again and collects the remote
-    // queue); with none, the dispatcher would go on to block in suspend_until() and the wake-up would be lost,
-    // so leave the events to suspend_until()'s own poll.
-    // Right after suspend_until() has polled, the round has already looked at I/O: skip the extra system call.
-    // With no fd watched there is nothing to look at (remote wake-ups need no poll while the dispatcher runs: it
-    // collects them from Boost's remote queue), so busy tasks pay no system call per round.
+    // Look at I/O without blocking once per round of the ready queue, so busy tasks never starve it:
+    //  - only on the dispatcher, whose turn comes once per round. A fiber calls pick_next() while it parks, still
+    //    holding its waiter's spinlock (released only after the switch), so delivering an event to that waiter
+    //    from there would deadlock;
+    //  - only when something is ready. This poll may drain the eventfd a remote wake-up (another thread's
+    //    notify()) has just written: with fibers ready that is harmless (the dispatcher runs again and collects
+    //    Boost's remote queue), but with none the dispatcher would go on to block in suspend_until() and the
+    //    wake-up would be lost;
+    //  - only when some fd is watched: otherwise there is nothing to look at, and busy tasks pay no system call;
+    //  - not right after suspend_until() has polled: this round has already looked.
     if (!ready_.empty() && (watched_ > 0 || untracked_watch.load(std::memory_order_relaxed)) &&
         fibers::context::active()->is_context(fibers::type::dispatcher_context)) {
       if (polled_) {
