@@ -28,6 +28,7 @@
 
 #include <boost/fiber/all.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -42,7 +43,6 @@
 #include <tuple>
 #include <utility>
 #include <vector>
-#include <algorithm>
 
 #include "tendril/scheduler.hpp"
 #include "tendril/sync.hpp"
@@ -97,8 +97,8 @@ std::pair<double, double> best_of(int reps, B boost_run, T tendril_run) {
 
 void print_ratio(const char* what, double tendril_ns, double boost_ns, const char* unit, double target) {
   const double ratio = tendril_ns / boost_ns;
-  std::printf("  %-34s tendril %9.1f %-9s Boost.Fiber %9.1f %-9s ratio %5.2fx", what, tendril_ns, unit, boost_ns,
-              unit, ratio);
+  std::printf("  %-34s tendril %9.1f %-9s Boost.Fiber %9.1f %-9s ratio %5.2fx", what, tendril_ns, unit, boost_ns, unit,
+              ratio);
   if (target > 0) {
     std::printf("  (target <= %.1fx%s)", target, ratio <= target ? "" : ", MISSED");
   }
@@ -374,8 +374,8 @@ bool run_sleep_case(const char* which, int n, std::size_t stack, sleep_result& r
   ssize_t len = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (len <= 0) return false;
   self[len] = '\0';
-  std::string cmd = std::string("'") + self + "' --sleep-case " + which + " " + std::to_string(n) + " " +
-                    std::to_string(stack);
+  std::string cmd =
+      std::string("'") + self + "' --sleep-case " + which + " " + std::to_string(n) + " " + std::to_string(stack);
   std::FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return false;
   int got = std::fscanf(p, "%lf %lf %lf", &r.total_s, &r.spawn_ns, &r.rss_per_task);
@@ -393,8 +393,7 @@ std::string ensure_map_count(long needed) {
   }
   long now = read_long("/proc/sys/vm/max_map_count");
   if (now >= needed) {
-    std::printf("  (raised vm.max_map_count from %ld to %ld: tendril stacks take two mappings each)\n", current,
-                now);
+    std::printf("  (raised vm.max_map_count from %ld to %ld: tendril stacks take two mappings each)\n", current, now);
     return {};
   }
   return "vm.max_map_count is " + std::to_string(current) + ", needs " + std::to_string(needed) +
@@ -469,22 +468,24 @@ int main(int argc, char** argv) {
   std::printf("spawn + join\n");
   {
     const int n = 200000 / scale;
-    auto [b, t] = best_of(reps, [&] { return boost_spawn_join(n); }, [&] { return tendril_spawn_join(n); });
+    auto [b, t] = best_of(
+        reps, [&] { return boost_spawn_join(n); }, [&] { return tendril_spawn_join(n); });
     print_ratio("one at a time", t, b, "ns/task", 1.3);
-    std::tie(b, t) = best_of(reps, [&] { return boost_spawn_batch(n, 100); },
-                             [&] { return tendril_spawn_batch(n, 100); });
+    std::tie(b, t) = best_of(
+        reps, [&] { return boost_spawn_batch(n, 100); }, [&] { return tendril_spawn_batch(n, 100); });
     print_ratio("100 spawned, then joined", t, b, "ns/task", 1.3);
     // 1000 default (256 KiB) stacks exceed the per-thread stack pool's 64 MiB limit, so most stacks are mmap'd
     // and munmap'd every time (several system calls and page faults each), while Boost reuses malloc'd memory.
-    std::tie(b, t) = best_of(reps, [&] { return boost_spawn_batch(n, 1000); },
-                             [&] { return tendril_spawn_batch(n, 1000); });
+    std::tie(b, t) = best_of(
+        reps, [&] { return boost_spawn_batch(n, 1000); }, [&] { return tendril_spawn_batch(n, 1000); });
     print_ratio("1000 spawned, then joined", t, b, "ns/task", 1.3);
   }
 
   std::printf("yield ping-pong (two tasks)\n");
   {
     const int n = 1000000 / scale;
-    auto [b, t] = best_of(reps, [&] { return boost_yield(n); }, [&] { return tendril_yield(n); });
+    auto [b, t] = best_of(
+        reps, [&] { return boost_yield(n); }, [&] { return tendril_yield(n); });
     print_ratio("yield", t, b, "ns/yield", 1.2);
   }
 
@@ -512,7 +513,8 @@ int main(int argc, char** argv) {
   std::printf("wake-up from another OS thread (promise set on a std::thread; round trips)\n");
   {
     const int n = 20000 / scale;
-    auto [b, t] = best_of(reps, [&] { return boost_cross_thread(n); }, [&] { return tendril_cross_thread(n); });
+    auto [b, t] = best_of(
+        reps, [&] { return boost_cross_thread(n); }, [&] { return tendril_cross_thread(n); });
     print_ratio("promise -> waiting task -> ack", t, b, "ns/trip", 0);
   }
 

@@ -24,9 +24,9 @@ namespace tendril::http {
 error::error(int code, std::string curl_message, std::string url, const std::string& what)
     : std::runtime_error(what), code_(code), curl_message_(std::move(curl_message)), url_(std::move(url)) {}
 
-status_error::status_error(long status, std::string url)
+status_error::status_error(long status, const std::string& url)
     : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url),
-      status_(status) {}  // NOLINT(performance-unnecessary-value-param)
+      status_(status) {}
 
 const response& response::raise_for_status() const {
   if (status >= 400) throw status_error(status, url);

@@ -1,10 +1,10 @@
 // lib/scheduler.cpp — tasks on Boost.Fiber fibers, park(), wait queues, sleeping, timeouts, run().
 #include "tendril/scheduler.hpp"
 
+#include <boost/context/stack_context.hpp>
 #include <boost/fiber/context.hpp>
 #include <boost/fiber/fiber.hpp>
 #include <boost/fiber/operations.hpp>
-#include <boost/context/stack_context.hpp>
 
 #include <cstdio>
 #include <string>
@@ -501,8 +501,8 @@ void report_unhandled(const std::string& name, std::exception_ptr e) noexcept {
     what = ex.what();
   } catch (...) {
   }
-  std::fprintf(stderr, "tendril: exception in task '%s' was never retrieved: %s\n", name.empty() ? "task" : name.c_str(),
-               what.c_str());
+  std::fprintf(stderr, "tendril: exception in task '%s' was never retrieved: %s\n",
+               name.empty() ? "task" : name.c_str(), what.c_str());
 }
 
 }  // namespace

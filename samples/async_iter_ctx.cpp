@@ -113,10 +113,10 @@ class connection {
 void async_context_manager() {
   std::puts("== 3. async with AsyncContextManager() as f ==");
   {
-    connection f("conn");                     // async with obj as f:
-    std::string result = f.do_something();   //     result = await f.do_something()
+    connection f("conn");                   // async with obj as f:
+    std::string result = f.do_something();  //     result = await f.do_something()
     std::printf("%s\n", result.c_str());
-  }                                           // __aexit__ runs here, at the end of the scope
+  }  // __aexit__ runs here, at the end of the scope
 
   std::puts("== 4. leaving the block by an exception still closes the connection ==");
   try {

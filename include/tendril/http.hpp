@@ -110,7 +110,7 @@ class TENDRIL_API timeout_error : public error {
 // raise_for_status() on a 4xx/5xx response.
 class TENDRIL_API status_error : public error {
  public:
-  status_error(long status, std::string url);
+  status_error(long status, const std::string& url);
   long status() const noexcept { return status_; }
 
  private:

@@ -81,10 +81,11 @@ TEST_CASE("void jobs, and the pool finishes queued jobs before its destructor re
   std::atomic<int> ran{0};
   {
     tendril::thread_pool pool(2);
-    for (int i = 0; i < 6; ++i) pool.submit([&ran] {
-      std::this_thread::sleep_for(10ms);
-      ++ran;
-    });
+    for (int i = 0; i < 6; ++i)
+      pool.submit([&ran] {
+        std::this_thread::sleep_for(10ms);
+        ++ran;
+      });
   }
   CHECK(ran == 6);
 }

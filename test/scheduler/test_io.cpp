@@ -214,9 +214,7 @@ TEST_CASE("I/O never starves: a task that only yields does not block a wait_read
       }
       return rounds;
     });
-    auto reader = tendril::spawn([&] {
-      got = tendril::wait_readable(p.r);
-    });
+    auto reader = tendril::spawn([&] { got = tendril::wait_readable(p.r); });
     std::thread writer([&] {
       std::this_thread::sleep_for(50ms);
       (void)!::write(p.w, "w", 1);

@@ -126,12 +126,12 @@ TEST_CASE("run inside a task throws usage_error") {
 TEST_CASE("run can be called repeatedly on a thread") {
   for (int i = 0; i < 3; ++i) {
     CHECK(tendril::run([i] {
-      auto t = tendril::spawn([i] {
-        tendril::sleep_for(1ms);
-        return i;
-      });
-      return t.get();
-    }) == i);
+            auto t = tendril::spawn([i] {
+              tendril::sleep_for(1ms);
+              return i;
+            });
+            return t.get();
+          }) == i);
   }
 }
 
@@ -226,9 +226,7 @@ TEST_CASE("the report comes when the last handle goes, and never for a retrieved
     auto t = tendril::spawn([] { throw std::runtime_error("kept"); }, {.name = "held"});
     t.join();
     CHECK(cap.reports.empty());  // a handle is still alive: someone may still look
-    {
-      auto copy = t;
-    }
+    { auto copy = t; }
     CHECK(cap.reports.empty());
     t = {};  // the last handle
     REQUIRE(cap.reports.size() == 1);

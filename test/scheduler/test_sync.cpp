@@ -119,10 +119,11 @@ TEST_CASE("event: wait suspends until set; set wakes every waiter; clear resets"
     CHECK_FALSE(ev.is_set());
     int woken = 0;
     std::vector<tendril::task<void>> ts;
-    for (int i = 0; i < 3; ++i) ts.push_back(tendril::spawn([&] {
-      ev.wait();
-      ++woken;
-    }));
+    for (int i = 0; i < 3; ++i)
+      ts.push_back(tendril::spawn([&] {
+        ev.wait();
+        ++woken;
+      }));
     tendril::sleep_for(20ms);
     CHECK(woken == 0);
     ev.set();
@@ -179,10 +180,11 @@ TEST_CASE("semaphore try_acquire, acquire_for and release(n)") {
     CHECK(sw.elapsed() >= 40ms);
     int acquired = 0;
     std::vector<tendril::task<void>> ts;
-    for (int i = 0; i < 3; ++i) ts.push_back(tendril::spawn([&] {
-      sem.acquire();
-      ++acquired;
-    }));
+    for (int i = 0; i < 3; ++i)
+      ts.push_back(tendril::spawn([&] {
+        sem.acquire();
+        ++acquired;
+      }));
     tendril::yield();
     CHECK(acquired == 0);
     sem.release(2);
@@ -517,9 +519,10 @@ TEST_CASE("wake-ups between two OS threads are never lost (channels, several tas
   std::thread relay([&] {
     tendril::run([&] {
       std::vector<tendril::task<void>> ts;
-      for (int k = 0; k < 3; ++k) ts.push_back(tendril::spawn([&] {
-        while (auto v = there.pop()) back.push(*v);
-      }));
+      for (int k = 0; k < 3; ++k)
+        ts.push_back(tendril::spawn([&] {
+          while (auto v = there.pop()) back.push(*v);
+        }));
       for (auto& t : ts) t.join();
       back.close();
     });
@@ -531,11 +534,12 @@ TEST_CASE("wake-ups between two OS threads are never lost (channels, several tas
       there.close();
     });
     std::vector<tendril::task<long long>> consumers;
-    for (int k = 0; k < 3; ++k) consumers.push_back(tendril::spawn([&] {
-      long long s = 0;
-      while (auto v = back.pop()) s += *v;
-      return s;
-    }));
+    for (int k = 0; k < 3; ++k)
+      consumers.push_back(tendril::spawn([&] {
+        long long s = 0;
+        while (auto v = back.pop()) s += *v;
+        return s;
+      }));
     for (auto& c : consumers) sum += c.get();
     producer.join();
   });

@@ -105,7 +105,7 @@ TEST_CASE("tasks start only at the creator's next suspension point (main start, 
     int r2 = t2.get();
     log.push_back("results " + std::to_string(r1) + " " + std::to_string(r2));
   });
-  std::vector<std::string> expected{"main start", "main end", "t1 start", "t2 start",
+  std::vector<std::string> expected{"main start", "main end", "t1 start",   "t2 start",
                                     "t1 end",     "t2 end",   "results 1 2"};
   CHECK(log == expected);
 }
@@ -228,7 +228,10 @@ TEST_CASE("yield() with no other task returns at once") {
 
 TEST_CASE("wait_for on a task: false while running, true once done") {
   tendril::run([] {
-    auto t = tendril::spawn([] { tendril::sleep_for(200ms); return 3; });
+    auto t = tendril::spawn([] {
+      tendril::sleep_for(200ms);
+      return 3;
+    });
     stopwatch sw;
     CHECK_FALSE(t.wait_for(30ms));
     CHECK(sw.elapsed() >= 30ms);

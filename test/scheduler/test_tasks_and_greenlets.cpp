@@ -199,8 +199,8 @@ TEST_CASE("a blocking call inside a greenlet of a task suspends just that task")
     });
     CHECK(a.get() == 5);
     b.join();
-    std::vector<std::string> expected{"greenlet sleeps", "B tick", "B tick", "B tick", "greenlet wakes",
-                                      "back in task A"};
+    std::vector<std::string> expected{"greenlet sleeps", "B tick",         "B tick",
+                                      "B tick",          "greenlet wakes", "back in task A"};
     CHECK(log == expected);
   });
 }

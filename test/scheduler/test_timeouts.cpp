@@ -25,11 +25,13 @@ TEST_CASE("wait_for returns the result of a task that finishes in time") {
 TEST_CASE("wait_for cancels the task on timeout and throws timeout_error") {
   tendril::run([] {
     bool destroyed = false;
-    auto t = tendril::spawn([&] {
-      on_destroy g(destroyed);
-      tendril::sleep_for(1h);
-      return 1;
-    }, {.name = "slow"});
+    auto t = tendril::spawn(
+        [&] {
+          on_destroy g(destroyed);
+          tendril::sleep_for(1h);
+          return 1;
+        },
+        {.name = "slow"});
     stopwatch sw;
     CHECK_THROWS_AS(tendril::wait_for(t, 80ms), tendril::timeout_error);
     CHECK(sw.elapsed() >= 80ms);
