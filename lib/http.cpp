@@ -25,8 +25,7 @@ error::error(int code, std::string curl_message, std::string url, const std::str
     : std::runtime_error(what), code_(code), curl_message_(std::move(curl_message)), url_(std::move(url)) {}
 
 status_error::status_error(long status, const std::string& url)
-    : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url),
-      status_(status) {}
+    : error(0, "", url, "HTTP status " + std::to_string(status) + " for " + url), status_(status) {}
 
 const response& response::raise_for_status() const {
   if (status >= 400) throw status_error(status, url);
