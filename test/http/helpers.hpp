@@ -19,19 +19,22 @@
 #include <vector>
 
 #include "../support/test_server.hpp"
+#include "../support/timing.hpp"
 #include "tendril/http.hpp"
 #include "tendril/scheduler.hpp"
 
 namespace http_test {
 
 using namespace std::chrono_literals;
-using clock = std::chrono::steady_clock;
+using tendril_test::clock;
+using tendril_test::generous;
+using tendril_test::slack;
+using tendril_test::stopwatch;
+using tendril_test::under_asan;
+using tendril_test::under_valgrind;
 namespace http = tendril::http;
 namespace fs = std::filesystem;
 using tendril_test::expected_bytes;
-
-inline bool under_valgrind() { return std::getenv("TENDRIL_UNDER_VALGRIND") != nullptr; }
-inline bool under_asan() { return std::getenv("TENDRIL_UNDER_ASAN") != nullptr; }
 
 // The executable's one test server, started on first use. Tests run on the main thread, so the server is created
 // there (its child dies with the thread that forked it) and stopped at exit.
@@ -40,18 +43,6 @@ inline tendril_test::http_test_server& server() {
   return s;
 }
 inline std::string url(const std::string& path) { return server().url(path); }
-
-// Multiplier for generous upper bounds on elapsed time (never for lower bounds).
-inline double slack() { return under_valgrind() ? 10.0 : under_asan() ? 3.0 : 1.0; }
-inline clock::duration generous(clock::duration base) {
-  return std::chrono::duration_cast<clock::duration>(base * slack());
-}
-
-struct stopwatch {
-  clock::time_point start = clock::now();
-  clock::duration elapsed() const { return clock::now() - start; }
-  long long ms() const { return std::chrono::duration_cast<std::chrono::milliseconds>(elapsed()).count(); }
-};
 
 inline bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;

@@ -9,26 +9,18 @@
 #include <stdexcept>
 #include <string>
 
+#include "../support/timing.hpp"
 #include "tendril/net.hpp"
 
 namespace net_test {
 
 using namespace std::chrono_literals;
-using clock = std::chrono::steady_clock;
-
-inline bool under_valgrind() { return std::getenv("TENDRIL_UNDER_VALGRIND") != nullptr; }
-inline bool under_asan() { return std::getenv("TENDRIL_UNDER_ASAN") != nullptr; }
-
-// Multiplier for generous upper bounds (never for lower bounds).
-inline double slack() { return under_valgrind() ? 10.0 : under_asan() ? 3.0 : 1.0; }
-inline clock::duration generous(clock::duration base) {
-  return std::chrono::duration_cast<clock::duration>(base * slack());
-}
-
-struct stopwatch {
-  clock::time_point start = clock::now();
-  clock::duration elapsed() const { return clock::now() - start; }
-};
+using tendril_test::clock;
+using tendril_test::generous;
+using tendril_test::slack;
+using tendril_test::stopwatch;
+using tendril_test::under_asan;
+using tendril_test::under_valgrind;
 
 // Sets a flag when destroyed: proves that a task's stack was unwound.
 struct on_destroy {

@@ -8,30 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "../support/timing.hpp"
 #include "tendril/scheduler.hpp"
 
 namespace sched_test {
 
 using namespace std::chrono_literals;
-using clock = std::chrono::steady_clock;
-
-inline bool under_valgrind() { return std::getenv("TENDRIL_UNDER_VALGRIND") != nullptr; }
-inline bool under_asan() { return std::getenv("TENDRIL_UNDER_ASAN") != nullptr; }
-
-// Multiplier for the generous upper bounds on elapsed time (never for lower bounds).
-inline double slack() { return under_valgrind() ? 10.0 : under_asan() ? 3.0 : 1.0; }
-
-// A generous upper bound: `base` scaled for slow runtimes.
-inline clock::duration generous(clock::duration base) {
-  return std::chrono::duration_cast<clock::duration>(base * slack());
-}
-
-// Elapsed time since construction.
-struct stopwatch {
-  clock::time_point start = clock::now();
-  clock::duration elapsed() const { return clock::now() - start; }
-  long long ms() const { return std::chrono::duration_cast<std::chrono::milliseconds>(elapsed()).count(); }
-};
+using tendril_test::clock;
+using tendril_test::generous;
+using tendril_test::slack;
+using tendril_test::stopwatch;
+using tendril_test::under_asan;
+using tendril_test::under_valgrind;
 
 // Sets a flag when destroyed: proves that a task's stack was unwound.
 struct on_destroy {
