@@ -24,6 +24,30 @@ using tendril::net::tcp_stream;
 
 namespace {
 
+// Counts the outcome of every client: the right response for request i, a wrong one, or an exception.
+struct tally {
+  int ok = 0, wrong = 0, failed = 0;
+  std::string first_error;
+  void record(int i, long status, const std::string& body) {
+    if (status == 200 && body == "response " + std::to_string(i)) {
+      ++ok;
+      return;
+    }
+    ++wrong;
+    if (first_error.empty()) first_error = std::to_string(status) + " " + body;
+  }
+  void fail(const char* what) {
+    ++failed;
+    if (first_error.empty()) first_error = what;
+  }
+  void check(int n) const {
+    INFO("first error: ", first_error);
+    CHECK(ok == n);
+    CHECK(wrong == 0);
+    CHECK(failed == 0);
+  }
+};
+
 constexpr int wanted_tasks = 5000;
 
 // Raises the soft open-file limit to the hard limit and returns how many client tasks fit (each needs two fds:
@@ -75,8 +99,7 @@ TEST_CASE("scale: 5,000 concurrent raw tendril::net clients against the sample s
     barrier_routes routes{n};
     sample::http_server server(routes.handler());
     server.start();
-    int ok = 0, wrong = 0, failed = 0;
-    std::string first_error;
+    tally results;
     std::vector<tendril::task<void>> clients;
     clients.reserve(n);
     for (int i = 0; i < n; ++i) {
@@ -85,28 +108,19 @@ TEST_CASE("scale: 5,000 concurrent raw tendril::net clients against the sample s
           auto s = tcp_stream::connect("127.0.0.1", server.port(), 60s);
           std::string buf;
           auto r = exchange(s, buf, get_request("/n/" + std::to_string(i), "Connection: close\r\n"));
-          if (r.status == 200 && r.body == "response " + std::to_string(i)) {
-            ++ok;
-          } else {
-            ++wrong;
-            if (first_error.empty()) first_error = std::to_string(r.status) + " " + r.body;
-          }
+          results.record(i, r.status, r.body);
         } catch (const std::exception& e) {
-          ++failed;
-          if (first_error.empty()) first_error = e.what();
+          results.fail(e.what());
         }
       }));
     }
     for (auto& t : clients) t.join();
-    INFO("first error: ", first_error);
-    CHECK(ok == n);
-    CHECK(wrong == 0);
-    CHECK(failed == 0);
+    results.check(n);
     CHECK(routes.arrived == n);
     CHECK(server.requests_served() == static_cast<std::uint64_t>(n));
     CHECK(server.connections_accepted() == static_cast<std::uint64_t>(n));
     CHECK(server.peak_connections() == static_cast<std::uint64_t>(n));  // all open at the same time
-    MESSAGE(n, " clients: ", ok, " responses checked, peak ", server.peak_connections(), " open connections");
+    MESSAGE(n, " clients: ", results.ok, " responses checked, peak ", server.peak_connections(), " open connections");
     server.stop();
   });
 }
@@ -121,36 +135,26 @@ TEST_CASE("scale: 5,000 concurrent requests through one tendril::http session ag
     so.max_connections = static_cast<std::size_t>(n);
     so.defaults.timeout = 120s;
     tendril::http::session session(so);
-    int ok = 0, wrong = 0, failed = 0;
-    std::string first_error;
+    tally results;
     std::vector<tendril::task<void>> clients;
     clients.reserve(n);
     for (int i = 0; i < n; ++i) {
       clients.push_back(tendril::spawn([&, i] {
         try {
           auto r = session.get(server.url("/n/" + std::to_string(i)));
-          if (r.status == 200 && r.body == "response " + std::to_string(i)) {
-            ++ok;
-          } else {
-            ++wrong;
-            if (first_error.empty()) first_error = std::to_string(r.status) + " " + r.body;
-          }
+          results.record(i, r.status, r.body);
         } catch (const std::exception& e) {
-          ++failed;
-          if (first_error.empty()) first_error = e.what();
+          results.fail(e.what());
         }
       }));
     }
     for (auto& t : clients) t.join();
-    INFO("first error: ", first_error);
-    CHECK(ok == n);
-    CHECK(wrong == 0);
-    CHECK(failed == 0);
+    results.check(n);
     CHECK(routes.arrived == n);
     CHECK(server.requests_served() == static_cast<std::uint64_t>(n));
     CHECK(server.peak_connections() == static_cast<std::uint64_t>(n));
-    MESSAGE(n, " session requests: ", ok, " responses checked, ", server.connections_accepted(), " connections, peak ",
-            server.peak_connections());
+    MESSAGE(n, " session requests: ", results.ok, " responses checked, ", server.connections_accepted(),
+            " connections, peak ", server.peak_connections());
     server.stop();
   });
 }
