@@ -1,4 +1,4 @@
-// lib/context_switch.cpp — continuation on boost::context::fiber. The only file that includes Boost.Context.
+// lib/context_switch.cpp — continuation on boost::context::fiber: creating contexts on pooled stacks, unwinding.
 #include "context_switch.hpp"
 
 #include <boost/context/fiber.hpp>
@@ -14,7 +14,8 @@ namespace tendril::detail {
 namespace {
 
 namespace ctx = boost::context;
-static_assert(sizeof(ctx::fiber) == sizeof(void*), "boost::context::fiber is expected to hold one pointer");
+static_assert(sizeof(ctx::fiber) == sizeof(ctx::detail::fcontext_t),
+              "boost::context::fiber is expected to hold one fcontext_t");
 
 // Boost.Context stack allocator over the tendril stack pool.
 class pooled_stack_allocator {
@@ -46,32 +47,7 @@ void put(void*& slot, ctx::fiber&& f) noexcept {
 
 }  // namespace
 
-continuation::continuation(continuation&& other) noexcept : fctx_(std::exchange(other.fctx_, nullptr)) {}
-
-continuation& continuation::operator=(continuation&& other) noexcept {
-  if (this != &other) {
-    if (fctx_ != nullptr) {
-      ctx::fiber doomed = take(fctx_);
-    }
-    fctx_ = std::exchange(other.fctx_, nullptr);
-  }
-  return *this;
-}
-
-continuation::~continuation() {
-  if (fctx_ != nullptr) {
-    ctx::fiber doomed = take(fctx_);  // unwinds it
-  }
-}
-
-continuation continuation::resume() && {
-  ctx::fiber f = take(fctx_);
-  fctx_ = nullptr;
-  ctx::fiber back = std::move(f).resume();
-  continuation result;
-  put(result.fctx_, std::move(back));
-  return result;
-}
+void continuation::unwind() noexcept { ctx::fiber doomed = take(fctx_); }
 
 continuation continuation::create(std::size_t stack_size, body_fn body, void* arg, stack_label* label) {
   pooled_stack_allocator alloc(usable_stack_size(stack_size), label);

@@ -1,11 +1,19 @@
 // lib/context_switch.hpp — the only doorway to Boost.Context.
 //
-// A `continuation` is a suspended execution context (a stack plus saved registers). It wraps
-// boost::context::fiber without exposing Boost to the rest of the library, as folly's FiberImpl does.
+// A `continuation` is a suspended execution context (a stack plus saved registers). It has the layout of
+// boost::context::fiber (one fcontext_t) and creates its contexts through it, so Boost.Context's entry, exit
+// and unwinding rules apply unchanged; only the hot operations (move, test, resume) are inline here, calling
+// Boost.Context's jump_fcontext directly exactly as fiber::resume() does. Inline matters beyond saving calls:
+// jump_fcontext is entered by a call and left by an indirect jump, so every return executed after landing on
+// the other stack is mispredicted by the CPU's return-stack buffer; the fewer frames between user code and
+// the jump, the cheaper a switch (bench/switch.cpp).
 #pragma once
+
+#include <boost/context/detail/fcontext.hpp>
 
 #include <cstddef>
 #include <exception>
+#include <utility>
 
 namespace tendril::detail {
 
@@ -18,19 +26,33 @@ class continuation {
   using body_fn = continuation (*)(void* arg, continuation&& caller);
 
   continuation() noexcept = default;
-  continuation(continuation&& other) noexcept;
-  continuation& operator=(continuation&& other) noexcept;
+  continuation(continuation&& other) noexcept : fctx_(std::exchange(other.fctx_, nullptr)) {}
+  continuation& operator=(continuation&& other) noexcept {
+    if (this != &other) {
+      if (fctx_ != nullptr) [[unlikely]]
+        unwind();
+      fctx_ = std::exchange(other.fctx_, nullptr);
+    }
+    return *this;
+  }
   continuation(const continuation&) = delete;
   continuation& operator=(const continuation&) = delete;
   // Destroying a non-empty continuation unwinds its stack (Boost's forced_unwind); tendril never does that
   // except for contexts it has finished with.
-  ~continuation();
+  ~continuation() {
+    if (fctx_ != nullptr) [[unlikely]]
+      unwind();
+  }
 
   explicit operator bool() const noexcept { return fctx_ != nullptr; }
 
   // Suspends the running context and resumes this one. Returns the continuation of the context that later
   // resumes the caller, or an empty one if that context finished.
-  continuation resume() &&;
+  [[gnu::always_inline]] continuation resume() && {
+    continuation back;
+    back.fctx_ = boost::context::detail::jump_fcontext(std::exchange(fctx_, nullptr), nullptr).fctx;
+    return back;
+  }
 
   // A new suspended context on a pooled stack of `stack_size` usable bytes. `label` (may be null) is filled
   // with the stack's guard-page range, for the stack-overflow message.
@@ -41,7 +63,9 @@ class continuation {
   void leak() && noexcept { fctx_ = nullptr; }
 
  private:
-  void* fctx_ = nullptr;  // boost::context::fiber's single member, held opaquely
+  void unwind() noexcept;  // destroys the suspended context as ~fiber() does: forced_unwind on its stack
+
+  boost::context::detail::fcontext_t fctx_ = nullptr;  // boost::context::fiber's single member
 };
 
 // Inside a catch(...) block: true if the exception is Boost.Context's forced_unwind, which must be rethrown.

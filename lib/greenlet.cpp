@@ -17,12 +17,6 @@ const char* greenlet_exit::what() const noexcept { return "greenlet_exit"; }
 
 namespace detail {
 
-// What a switch delivers: values, or an exception to raise.
-struct payload {
-  value v;
-  std::exception_ptr e;
-};
-
 struct greenlet_domain {
   std::atomic<long> refs{1};
   greenlet_impl* main = nullptr;
@@ -41,13 +35,17 @@ class greenlet_impl {
   greenlet_impl* parent = nullptr;    // counted reference; null only for a main greenlet
   greenlet::run_function run;
   continuation ctx;  // the suspended context, when started and not running
-  payload incoming;
-  trace_event incoming_event = trace_event::switch_;
-  greenlet_impl* origin = nullptr;  // who switched here last, for the tracer
+  // What run returned or threw, kept here (not on the finished stack, which is freed by the switch away) until
+  // the receiving greenlet has taken it.
+  value result;
+  std::exception_ptr error;
   bool started = false;
   bool dead = false;
   bool is_main = false;
   bool leaked = false;
+  // Its last handle went away while it was running (the running greenlet holds no reference of its own): the
+  // greenlet it switches to next settles it, as release() would have (kill, or free when dead).
+  bool orphaned = false;
   std::size_t stack_size = 0;
   stack_label label;
   const stack_label* running_label = nullptr;  // &label, or for a main greenlet the thread's or task's stack
@@ -65,9 +63,16 @@ thread_local greenlet_domain* tl_thread_domain TENDRIL_FAST_TLS = nullptr;
 thread_local greenlet_domain** tl_domain_slot TENDRIL_FAST_TLS = nullptr;
 thread_local tracer tl_tracer TENDRIL_FAST_TLS;
 thread_local bool tl_has_tracer TENDRIL_FAST_TLS = false;  // tl_tracer is set (checked on every switch)
-// Handed from the switching side to the landing side of a context switch.
-thread_local greenlet_impl* tl_switch_from TENDRIL_FAST_TLS = nullptr;
-thread_local greenlet_impl* tl_release_after_switch TENDRIL_FAST_TLS = nullptr;
+// Handed from the switching side to the landing side of a context switch. The delivered value and exception are
+// not copied: they stay where the sender keeps them (its suspended frame, or a finished greenlet's `result`) and
+// the receiver moves them out first thing. One switch is in flight per thread at a time.
+struct switch_message {
+  greenlet_impl* from;
+  value* v;
+  std::exception_ptr* e;  // never null; an empty exception_ptr means "no exception"
+  trace_event event;
+};
+thread_local switch_message tl_message TENDRIL_FAST_TLS = {};
 // The C++ runtime's exception record of this thread: its address is fixed for the thread's lifetime, so it is
 // looked up once (each abi::__cxa_get_globals() call is a PLT call plus a __tls_get_addr inside libstdc++).
 thread_local exception_state* tl_exception_state TENDRIL_FAST_TLS = nullptr;
@@ -117,8 +122,7 @@ struct thread_domain_guard {
 
 greenlet_domain* new_domain() {
   auto* d = new greenlet_domain;
-  auto* m = new greenlet_impl;
-  m->refs.store(2);  // domain->main and domain->current
+  auto* m = new greenlet_impl;  // its one reference is domain->main (domain->current is never counted)
   m->domain = d;
   m->started = true;
   m->is_main = true;
@@ -135,7 +139,7 @@ greenlet_domain*& domain_ref() noexcept {
 }
 
 // The domain of whatever runs now; created on first use. Kills greenlets queued for it by other threads.
-greenlet_domain* current_domain() {
+[[gnu::noinline]] greenlet_domain* current_domain_slow() {
   greenlet_domain*& d = domain_ref();
   if (d == nullptr) {
     if (&d == &tl_thread_domain) {
@@ -148,6 +152,15 @@ greenlet_domain* current_domain() {
   return d;
 }
 
+#define TENDRIL_HOT [[gnu::always_inline]] inline  // the switch path: one frame between user code and the jump
+
+TENDRIL_HOT greenlet_domain* current_domain() {
+  greenlet_domain** slot = tl_domain_slot;
+  if (slot != nullptr && *slot != nullptr && !(*slot)->has_deferred.load(std::memory_order_acquire)) [[likely]]
+    return *slot;
+  return current_domain_slow();
+}
+
 void destroy(greenlet_impl* g) noexcept {
   greenlet_impl* parent = g->parent;
   greenlet_domain* d = g->domain;
@@ -158,24 +171,27 @@ void destroy(greenlet_impl* g) noexcept {
 
 // ---- switching -----------------------------------------------------------------------------------------------
 
-// Follows the rules for dead and unstarted targets until it finds the greenlet that really receives `p`.
-greenlet_impl* resolve(greenlet_impl* target, payload& p) {
+// Follows the rules for dead and unstarted targets until it finds the greenlet that really receives (v, e).
+greenlet_impl* resolve(greenlet_impl* target, value& v, std::exception_ptr& e) {
   for (;;) {
     if (target->dead) {
       target = target->parent;  // a main greenlet never dies, so the chain ends
       continue;
     }
-    if (!target->started && !target->run && !p.e) {
+    if (!target->started && !target->run && !e) {
       // Python raises in the caller; here the unstarted, run-less greenlet dies and the error goes to its
       // parent chain like any exception escaping it.
-      p.e = std::make_exception_ptr(greenlet_error("cannot switch to a greenlet that has no run function"));
+      e = std::make_exception_ptr(greenlet_error("cannot switch to a greenlet that has no run function"));
     }
-    if (!target->started && p.e) {
+    if (!target->started && e) {
       // An unstarted greenlet that receives an exception dies without running; greenlet_exit becomes a value.
       target->started = true;
       target->dead = true;
       target->run = nullptr;
-      if (is_greenlet_exit(p.e)) p = payload{value::of(greenlet_exit{}), nullptr};
+      if (is_greenlet_exit(e)) {
+        v = value::of(greenlet_exit{});
+        e = nullptr;
+      }
       target = target->parent;
       continue;
     }
@@ -184,94 +200,99 @@ greenlet_impl* resolve(greenlet_impl* target, payload& p) {
 }
 
 continuation run_greenlet(void* arg, continuation&& caller);
+void settle_orphan(greenlet_impl* g) noexcept;
 
-// Makes `target` the current greenlet and hands it `p`; returns its continuation (created if unstarted).
-continuation prepare_landing(greenlet_domain* d, greenlet_impl* self, greenlet_impl* target, payload&& p,
-                             trace_event event) {
-  target->incoming = std::move(p);
-  target->incoming_event = event;
-  target->origin = self;
-  acquire(target);
+// Makes `target` the current greenlet and leaves it the message; returns its continuation (created if unstarted).
+TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self, greenlet_impl* target, value& v,
+                                         std::exception_ptr& e, trace_event event) {
+  tl_message = switch_message{self, &v, &e, event};
   d->current = target;
-  tl_release_after_switch = self;  // the reference `current` held
-  tl_switch_from = self;
   set_current_stack_label(target->running_label);
-  if (!target->started) {
+  if (!target->started) [[unlikely]] {
     target->started = true;
     return continuation::create(target->stack_size, &run_greenlet, target, &target->label);
   }
   return std::move(target->ctx);
 }
 
-// Runs on the landing side of every switch: stores the context we came from, restores our own state, calls
-// the tracer, and returns what was delivered.
-payload arrive(greenlet_impl* self, continuation&& back) {
-  greenlet_impl* from = tl_switch_from;
-  if (back) from->ctx = std::move(back);
-  set_current_stack_label(self->running_label);
-  payload in = std::move(self->incoming);
-  if (tl_has_tracer) {
-    try {
-      tracer t = tl_tracer;
-      t(self->incoming_event, greenlet(self->origin), greenlet(self));
-    } catch (...) {
-      tl_tracer = nullptr;
-      tl_has_tracer = false;
-      in = payload{value(), std::current_exception()};
-    }
+// The tracer, on the landing side. A handle to the origin is held meanwhile; an orphaned origin is settled when
+// that handle goes.
+[[gnu::noinline]] void call_tracer(greenlet_impl* self, const switch_message& m, std::exception_ptr& e) {
+  greenlet origin(m.from);
+  m.from->orphaned = false;
+  try {
+    tracer t = tl_tracer;
+    t(m.event, origin, greenlet(self));
+  } catch (...) {
+    tl_tracer = nullptr;
+    tl_has_tracer = false;
+    e = std::current_exception();
   }
-  if (greenlet_impl* r = tl_release_after_switch) {
-    tl_release_after_switch = nullptr;
-    release(r);
-  }
-  return in;
 }
 
-value transfer(greenlet_domain* d, greenlet_impl* self, greenlet_impl* target, payload&& p, trace_event event) {
-  continuation next = prepare_landing(d, self, target, std::move(p), event);
+// Runs on the landing side of every switch: stores the context we came from, takes what was delivered, calls
+// the tracer, settles an orphaned sender, and returns the value or raises the exception.
+TENDRIL_HOT value receive(greenlet_impl* self, continuation&& back) {
+  const switch_message m = tl_message;
+  if (back) m.from->ctx = std::move(back);  // empty when the sender finished
+  value v(std::move(*m.v));
+  std::exception_ptr e;
+  if (*m.e) [[unlikely]]
+    e = std::move(*m.e);
+  if (tl_has_tracer) [[unlikely]] {
+    call_tracer(self, m, e);
+  } else if (m.from->orphaned) [[unlikely]] {
+    settle_orphan(m.from);
+  }
+  if (e) [[unlikely]]
+    std::rethrow_exception(std::move(e));
+  return v;
+}
+
+TENDRIL_HOT value transfer(greenlet_domain* d, greenlet_impl* self, greenlet_impl* target, value& v,
+                           std::exception_ptr& e, trace_event event) {
+  continuation next = prepare_landing(d, self, target, v, e, event);
   exception_state& eh = thread_exception_state();
   self->eh = eh;
   continuation back = std::move(next).resume();
   thread_exception_state() = self->eh;  // looked up again: never assume which thread resumes us
-  payload in = arrive(self, std::move(back));
-  if (in.e) std::rethrow_exception(in.e);
-  return std::move(in.v);
+  return receive(self, std::move(back));
 }
 
 continuation run_greenlet(void* arg, continuation&& caller) {
   auto* self = static_cast<greenlet_impl*>(arg);
   thread_exception_state() = exception_state{};
-  payload out;
   try {
-    payload in = arrive(self, std::move(caller));
-    if (in.e) std::rethrow_exception(in.e);  // a throwing tracer
+    value in = receive(self, std::move(caller));  // raises what a throwing tracer threw
     greenlet::run_function fn = std::move(self->run);
-    out.v = fn(std::move(in.v));
+    self->result = fn(std::move(in));
   } catch (const greenlet_exit& e) {
-    out.v = value::of(e);
+    self->result = value::of(e);
   } catch (...) {
     if (is_forced_unwind()) throw;
-    out.e = std::current_exception();
+    self->error = std::current_exception();
   }
   self->dead = true;
   greenlet_domain* d = self->domain;
-  trace_event event = out.e ? trace_event::throw_ : trace_event::switch_;
-  greenlet_impl* target = resolve(self->parent, out);
-  return prepare_landing(d, self, target, std::move(out), event);
+  trace_event event = self->error ? trace_event::throw_ : trace_event::switch_;
+  greenlet_impl* target = self->parent;
+  if (!target->started || target->dead) target = resolve(target, self->result, self->error);
+  return prepare_landing(d, self, target, self->result, self->error, event);
 }
 
-value switch_to(greenlet_impl* target, payload&& p, trace_event event) {
+TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr& e, trace_event event) {
   greenlet_domain* d = current_domain();
-  if (target->domain != d) {
+  if (target->domain != d) [[unlikely]] {
     throw greenlet_error("cannot switch to a greenlet of another thread or task");
   }
   greenlet_impl* self = d->current;
-  target = resolve(target, p);
-  if (target == self) {
-    if (p.e) std::rethrow_exception(p.e);
-    return std::move(p.v);
+  if (!target->started || target->dead) [[unlikely]]
+    target = resolve(target, v, e);
+  if (target == self) [[unlikely]] {
+    if (e) std::rethrow_exception(e);
+    return std::move(v);
   }
-  return transfer(d, self, target, std::move(p), event);
+  return transfer(d, self, target, v, e, event);
 }
 
 // ---- killing -------------------------------------------------------------------------------------------------
@@ -285,7 +306,9 @@ void kill_unreferenced(greenlet_domain* d, greenlet_impl* g) noexcept {
   acquire(cur);
   g->parent = cur;
   try {
-    switch_to(g, payload{value(), std::make_exception_ptr(greenlet_exit{})}, trace_event::throw_);
+    value none;
+    std::exception_ptr e = std::make_exception_ptr(greenlet_exit{});
+    switch_to(g, none, e, trace_event::throw_);
   } catch (const std::exception& e) {
     report("exception raised by a greenlet while it was being killed", e.what());
   } catch (...) {
@@ -316,17 +339,31 @@ void process_deferred(greenlet_domain* d) noexcept {
       d->has_deferred.store(false, std::memory_order_release);
     }
     if (batch.empty()) break;
-    for (greenlet_impl* g : batch) kill_unreferenced(d, g);
+    // Each queued greenlet carries one reference, the queue's.
+    for (greenlet_impl* g : batch) {
+      if (g == d->current) {
+        // Dropped elsewhere while it runs here: settled when it switches away, unless it took a new handle.
+        if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) g->orphaned = true;
+      } else if (g->dead) {
+        release(g);  // it finished after being queued
+      } else {
+        kill_unreferenced(d, g);
+      }
+    }
   }
   d->killing_deferred = false;
 }
 
-void release(greenlet_impl* g) noexcept {
-  if (g->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+// What becomes of a greenlet whose reference count reached zero.
+void release_at_zero(greenlet_impl* g) noexcept {
   if (g->started && !g->dead && !g->is_main && !g->leaked) {
     greenlet_domain* here = tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
     greenlet_domain* owner = g->domain;
     if (here == owner) {
+      if (owner->current == g) {
+        g->orphaned = true;  // running now: settled by whoever it switches to
+        return;
+      }
       kill_unreferenced(owner, g);
       return;
     }
@@ -334,7 +371,7 @@ void release(greenlet_impl* g) noexcept {
       std::lock_guard<std::mutex> lk(owner->deferred_mutex);
       // Re-check under the lock: end_domain() marks the domain dead under it.
       if (owner->alive.load(std::memory_order_acquire)) {
-        g->refs.store(1);
+        g->refs.store(1);  // the queue's reference
         owner->deferred.push_back(g);
         owner->has_deferred.store(true, std::memory_order_release);
         return;
@@ -348,17 +385,27 @@ void release(greenlet_impl* g) noexcept {
   destroy(g);
 }
 
+void release(greenlet_impl* g) noexcept {
+  if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) release_at_zero(g);
+}
+
+// The landing side found its sender orphaned (last handle dropped while it ran).
+void settle_orphan(greenlet_impl* g) noexcept {
+  g->orphaned = false;
+  if (g->refs.load(std::memory_order_acquire) == 0) release_at_zero(g);  // else it took a new handle meanwhile
+}
+
 void teardown_domain(greenlet_domain* d) noexcept {
   process_deferred(d);
   {
     std::lock_guard<std::mutex> lk(d->deferred_mutex);
     d->alive.store(false, std::memory_order_release);
   }
-  greenlet_impl* cur = d->current;
   greenlet_impl* main = d->main;
+  // d->current holds no reference. If it is not main (the thread ends inside a greenlet) and orphaned, it can
+  // never run again: it is left as it is, like one whose thread is gone.
   d->current = nullptr;
   d->main = nullptr;
-  if (cur != nullptr) release(cur);
   if (main != nullptr) release(main);
   release_domain(d);
 }
@@ -375,7 +422,7 @@ greenlet_impl* new_greenlet(greenlet::run_function run, greenlet_impl* parent, s
   acquire(g->parent);
   g->run = std::move(run);
   g->stack_size = stack.size;
-  g->label.name = stack.name.empty() ? "greenlet" : std::move(stack.name);
+  g->label.name = std::move(stack.name);  // empty: the overflow message says "greenlet"
   g->running_label = &g->label;
   return g;
 }
@@ -438,8 +485,10 @@ greenlet greenlet::current() { return greenlet(detail::current_domain()->current
 greenlet getcurrent() { return greenlet::current(); }
 
 value greenlet::switch_value(value v) {
-  if (impl_ == nullptr) throw greenlet_error("switch_() on a moved-from greenlet handle");
-  return detail::switch_to(impl_, detail::payload{std::move(v), nullptr}, trace_event::switch_);
+  if (impl_ == nullptr) [[unlikely]]
+    throw greenlet_error("switch_() on a moved-from greenlet handle");
+  std::exception_ptr none;
+  return detail::switch_to(impl_, v, none, trace_event::switch_);
 }
 
 value greenlet::throw_() { return throw_(std::make_exception_ptr(greenlet_exit{})); }
@@ -452,7 +501,8 @@ value greenlet::throw_(std::exception_ptr e) {
   if (impl_->dead && detail::is_greenlet_exit(e)) {
     return value::of(greenlet_exit{});  // killing a dead greenlet: nothing to do
   }
-  return detail::switch_to(impl_, detail::payload{value(), std::move(e)}, trace_event::throw_);
+  value none;
+  return detail::switch_to(impl_, none, e, trace_event::throw_);
 }
 
 std::optional<greenlet> greenlet::parent() const {

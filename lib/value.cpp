@@ -26,4 +26,14 @@ void throw_value_type_error(const std::type_info& stored, const std::type_info& 
 
 void throw_value_missing(const std::string& what) { throw value_type_error("tendril::value: " + what); }
 
+const std::vector<std::any>& no_args() noexcept {
+  static const std::vector<std::any> none;
+  return none;
+}
+
+const std::vector<std::pair<std::string, std::any>>& no_keywords() noexcept {
+  static const std::vector<std::pair<std::string, std::any>> none;
+  return none;
+}
+
 }  // namespace tendril::detail

@@ -14,6 +14,7 @@
 
 #include <any>
 #include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -39,6 +40,9 @@ TENDRIL_API std::string type_name(const std::type_info& t);
 [[noreturn]] TENDRIL_API void throw_value_type_error(const std::type_info& stored, const std::type_info& wanted,
                                                      const std::string& where);
 [[noreturn]] TENDRIL_API void throw_value_missing(const std::string& what);
+// What args() and keywords() return for a value without any.
+TENDRIL_API const std::vector<std::any>& no_args() noexcept;
+TENDRIL_API const std::vector<std::pair<std::string, std::any>>& no_keywords() noexcept;
 
 // String literals and C strings become std::string; everything else is stored decayed.
 template <class A>
@@ -62,11 +66,21 @@ keyword_arg kw(std::string name, T&& v) {
   return keyword_arg{std::move(name), detail::to_any(std::forward<T>(v))};
 }
 
+// An empty value is a null pointer, so the common case of a switch, passing nothing, costs one word to move and
+// nothing to allocate; values with contents keep them in one heap block.
 class TENDRIL_API value {
  public:
   using keyword_list = std::vector<std::pair<std::string, std::any>>;
 
-  value() = default;
+  value() noexcept = default;
+  value(const value& other) : d_(other.d_ ? std::make_unique<data>(*other.d_) : nullptr) {}
+  value(value&& other) noexcept = default;
+  value& operator=(const value& other) {
+    if (this != &other) d_ = other.d_ ? std::make_unique<data>(*other.d_) : nullptr;
+    return *this;
+  }
+  value& operator=(value&& other) noexcept = default;
+  ~value() = default;
 
   // Builds a value from arguments; keyword_arg arguments become keywords. A lone `value` argument is returned
   // as it is (it does not nest).
@@ -74,26 +88,28 @@ class TENDRIL_API value {
   static value of(A&&... args) {
     if constexpr (sizeof...(A) == 1 && (std::is_same_v<std::decay_t<A>, value> && ...)) {
       return (value(std::forward<A>(args)), ...);
+    } else if constexpr (sizeof...(A) == 0) {
+      return value();
     } else {
       value v;
-      v.args_.reserve(sizeof...(A));
+      v.d_ = std::make_unique<data>();
+      v.d_->args.reserve(sizeof...(A));
       (v.add(std::forward<A>(args)), ...);
       return v;
     }
   }
 
   // Number of positional values.
-  std::size_t size() const noexcept { return args_.size(); }
+  std::size_t size() const noexcept { return d_ ? d_->args.size() : 0; }
   // True when there are neither positional nor keyword values.
-  bool empty() const noexcept { return args_.empty() && keywords_.empty(); }
+  bool empty() const noexcept { return !d_ || (d_->args.empty() && d_->keywords.empty()); }
 
   // The single positional value as T. Throws value_type_error unless there is exactly one, of type T.
   template <class T>
   T as() const {
-    if (args_.size() != 1) {
+    if (size() != 1) {
       detail::throw_value_missing("value::as<" + detail::type_name(typeid(T)) +
-                                  ">() needs exactly one positional value, this value has " +
-                                  std::to_string(args_.size()));
+                                  ">() needs exactly one positional value, this value has " + std::to_string(size()));
     }
     return get<T>(0);
   }
@@ -101,13 +117,14 @@ class TENDRIL_API value {
   // Positional value i as T. Throws value_type_error if i is out of range or the type differs.
   template <class T>
   T get(std::size_t i) const {
-    if (i >= args_.size()) {
-      detail::throw_value_missing("value::get(" + std::to_string(i) + "): only " + std::to_string(args_.size()) +
+    if (i >= size()) {
+      detail::throw_value_missing("value::get(" + std::to_string(i) + "): only " + std::to_string(size()) +
                                   " positional values");
     }
-    const T* p = std::any_cast<T>(&args_[i]);
+    const std::any& a = d_->args[i];
+    const T* p = std::any_cast<T>(&a);
     if (p == nullptr) {
-      detail::throw_value_type_error(args_[i].type(), typeid(T), "positional value " + std::to_string(i));
+      detail::throw_value_type_error(a.type(), typeid(T), "positional value " + std::to_string(i));
     }
     return *p;
   }
@@ -115,21 +132,21 @@ class TENDRIL_API value {
   // True when positional value i exists and holds a T.
   template <class T>
   bool holds(std::size_t i = 0) const noexcept {
-    return i < args_.size() && std::any_cast<T>(&args_[i]) != nullptr;
+    return i < size() && std::any_cast<T>(&d_->args[i]) != nullptr;
   }
 
   // All positional values as a tuple; the count and every type must match.
   template <class... T>
   std::tuple<T...> as_tuple() const {
-    if (args_.size() != sizeof...(T)) {
+    if (size() != sizeof...(T)) {
       detail::throw_value_missing("value::as_tuple: expected " + std::to_string(sizeof...(T)) +
-                                  " positional values, this value has " + std::to_string(args_.size()));
+                                  " positional values, this value has " + std::to_string(size()));
     }
     return as_tuple_impl<T...>(std::index_sequence_for<T...>{});
   }
 
-  const std::vector<std::any>& args() const noexcept { return args_; }
-  const keyword_list& keywords() const noexcept { return keywords_; }
+  const std::vector<std::any>& args() const noexcept { return d_ ? d_->args : detail::no_args(); }
+  const keyword_list& keywords() const noexcept { return d_ ? d_->keywords : detail::no_keywords(); }
   bool has_keyword(std::string_view name) const noexcept { return find(name) != nullptr; }
 
   // Keyword `name` as T. Throws value_type_error if it is missing or of another type.
@@ -142,16 +159,25 @@ class TENDRIL_API value {
     return *p;
   }
 
-  void push_back(std::any a) { args_.push_back(std::move(a)); }
-  void set_keyword(std::string name, std::any a) { keywords_.emplace_back(std::move(name), std::move(a)); }
+  void push_back(std::any a) { contents().args.push_back(std::move(a)); }
+  void set_keyword(std::string name, std::any a) { contents().keywords.emplace_back(std::move(name), std::move(a)); }
 
  private:
+  struct data {
+    std::vector<std::any> args;
+    keyword_list keywords;
+  };
+
+  data& contents() {
+    if (!d_) d_ = std::make_unique<data>();
+    return *d_;
+  }
   template <class A>
   void add(A&& a) {
     if constexpr (std::is_same_v<std::decay_t<A>, keyword_arg>) {
-      keywords_.emplace_back(std::move(a.name), std::move(a.value));
+      d_->keywords.emplace_back(std::move(a.name), std::move(a.value));
     } else {
-      args_.push_back(detail::to_any(std::forward<A>(a)));
+      d_->args.push_back(detail::to_any(std::forward<A>(a)));
     }
   }
   template <class... T, std::size_t... I>
@@ -159,14 +185,14 @@ class TENDRIL_API value {
     return std::tuple<T...>(get<T>(I)...);
   }
   const std::any* find(std::string_view name) const noexcept {
-    for (const auto& [k, v] : keywords_) {
+    if (!d_) return nullptr;
+    for (const auto& [k, v] : d_->keywords) {
       if (k == name) return &v;
     }
     return nullptr;
   }
 
-  std::vector<std::any> args_;
-  keyword_list keywords_;
+  std::unique_ptr<data> d_;  // null: no positional or keyword values
 };
 
 }  // namespace tendril

@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -329,6 +330,103 @@ TEST_CASE("a greenlet that refuses to die is reported on stderr and leaked, neve
   greenlet::current();
   CHECK(resumed == 0);
   CHECK(kill_seen == 1);
+}
+
+// The running greenlet holds no reference to itself; these check what happens when its last handle goes while it
+// runs. Where the test drops `holder` from inside the greenlet, the outer `holder->switch_()` call outlives the
+// handle object it was called on, which is fine: switch_ touches nothing of the handle after switching.
+TEST_CASE(
+    "the last handle of the running greenlet dropped by itself: it runs on, and is killed when it switches away") {
+  std::optional<greenlet> holder;
+  int unwound = 0;
+  std::vector<std::string> log;
+  holder.emplace([&] {
+    destructor_counter c(unwound);
+    holder.reset();  // the last handle goes while this greenlet runs
+    log.push_back("running on");
+    try {
+      switch_to_parent();
+    } catch (const greenlet_exit&) {
+      log.push_back("killed");
+      throw;
+    }
+    log.push_back("resumed");
+  });
+  CHECK(holder->switch_().empty());  // the value of the greenlet's switch_to_parent(), delivered before the kill
+  CHECK(log == std::vector<std::string>{"running on", "killed"});
+  CHECK(unwound == 1);
+}
+
+TEST_CASE("the running greenlet drops its last handle and returns: it is freed, its result delivered") {
+  std::optional<greenlet> holder;
+  int unwound = 0;
+  holder.emplace([&] {
+    destructor_counter c(unwound);
+    holder.reset();
+    return 5;
+  });
+  CHECK(holder->switch_().as<int>() == 5);
+  CHECK(unwound == 1);
+}
+
+TEST_CASE("the running greenlet drops its last handle, then takes a new one: it lives on (resurrection)") {
+  std::optional<greenlet> holder;
+  std::optional<greenlet> again;
+  int unwound = 0;
+  std::vector<std::string> log;
+  holder.emplace([&] {
+    destructor_counter c(unwound);
+    holder.reset();
+    again.emplace(greenlet::current());
+    switch_to_parent();
+    log.push_back("resumed");
+    switch_to_parent();
+    log.push_back("never");
+  });
+  holder->switch_();
+  CHECK(unwound == 0);
+  REQUIRE(again->active());
+  again->switch_();
+  CHECK(log == std::vector<std::string>{"resumed"});
+  again.reset();  // now suspended: the last handle kills it
+  CHECK(unwound == 1);
+  CHECK(log == std::vector<std::string>{"resumed"});
+}
+
+TEST_CASE("the last handle of the running greenlet dropped on another thread: killed when it switches away") {
+  std::optional<greenlet> holder;
+  int unwound = 0;
+  std::vector<std::string> log;
+  holder.emplace([&] {
+    destructor_counter c(unwound);
+    std::thread([h = std::move(*holder)]() mutable { greenlet last = std::move(h); }).join();
+    log.push_back("dropped elsewhere");
+    try {
+      switch_to_parent();
+    } catch (const greenlet_exit&) {
+      log.push_back("killed");
+      throw;
+    }
+    log.push_back("resumed");
+  });
+  holder->switch_();  // `holder` keeps a moved-from handle
+  CHECK(log == std::vector<std::string>{"dropped elsewhere", "killed"});
+  CHECK(unwound == 1);
+}
+
+TEST_CASE("the last handle of the running greenlet dropped on another thread, then it finishes: freed, not killed") {
+  std::optional<greenlet> holder;
+  int unwound = 0;
+  holder.emplace([&] {
+    destructor_counter c(unwound);
+    std::thread([h = std::move(*holder)]() mutable { greenlet last = std::move(h); }).join();
+    return 7;
+  });
+  CHECK(holder->switch_().as<int>() == 7);
+  CHECK(unwound == 1);
+  // The owner's next call frees the finished greenlet queued by the other thread (leak checkers would see it).
+  CHECK(greenlet::current().is_main());
+  CHECK(greenlet([] { return 1; }).switch_().as<int>() == 1);
 }
 
 }  // TEST_SUITE
