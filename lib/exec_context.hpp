@@ -7,6 +7,7 @@
 #include <boost/fiber/detail/spinlock.hpp>
 #include <boost/fiber/waker.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -23,9 +24,13 @@ namespace tendril::detail {
 
 struct exec_context {
   task_base* task = nullptr;  // null for a thread's main context
-  std::mutex lock;            // guards parked and cancel_pending
+  // Guards `parked` against cancel() from another thread, which notifies the parked waiter while holding it.
+  // A spinlock: held for a few instructions, and contended only by a cross-thread cancel().
+  boost::fibers::detail::spinlock lock;
   waiter* parked = nullptr;
-  bool cancel_pending = false;
+  // Set by cancel() (under `lock`), consumed by the context at its next suspension point. Atomic so that
+  // yield() can look at it without taking the lock.
+  std::atomic<bool> cancel_pending{false};
   tendril::timeout* timeouts = nullptr;  // innermost open timeout scope
   duration expired_scope_length{};       // for the timeout_error message
   greenlet_domain* domain = nullptr;     // the task's greenlets, created on first use

@@ -8,7 +8,6 @@
 
 #include <cstdio>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "context_switch.hpp"
@@ -34,25 +33,37 @@ namespace {
 
 struct thread_state {
   exec_context main_context;
-  std::unordered_set<task_base*> live_tasks;
+  task_base* live_tasks = nullptr;  // intrusive list (task_base::live_next_) of the thread's user tasks
   std::vector<std::function<void()>> teardown_hooks;
   bool tearing_down = false;
   ~thread_state();
+
+  void add_live(task_base* t) noexcept;
+  void remove_live(task_base* t) noexcept;
 };
 
 // initial-exec: read on every switch; a general-dynamic access from a shared library costs a __tls_get_addr call.
 thread_local thread_state* tl_state __attribute__((tls_model("initial-exec"))) = nullptr;
 thread_local exec_context* tl_current __attribute__((tls_model("initial-exec"))) = nullptr;
+// The C++ runtime's per-thread exception record (__cxa_get_globals()): its address is fixed for the thread's
+// lifetime, so it is looked up once instead of on every switch.
+thread_local exception_state* tl_eh __attribute__((tls_model("initial-exec"))) = nullptr;
 
-thread_state& ensure_installed() {
-  if (tl_state != nullptr) return *tl_state;
+[[gnu::noinline]] thread_state& install_thread() {
   // Boost.Fiber's per-thread objects must be constructed before ours, so that ours are destroyed first:
   // thread exit must cancel blocked tasks while the scheduler still exists.
   boost::fibers::context::active();
   install_scheduler();
+  tl_eh = &current_exception_state();
   thread_local thread_state state;
   tl_state = &state;
   return state;
+}
+
+inline thread_state& ensure_installed() {
+  if (tl_state != nullptr) [[likely]]
+    return *tl_state;
+  return install_thread();
 }
 
 void report_unhandled(const std::string& name, std::exception_ptr e) noexcept;
@@ -60,11 +71,10 @@ void report_unhandled(const std::string& name, std::exception_ptr e) noexcept;
 // Saves what belongs to the running context in thread-local storage, and puts it back after a switch.
 class switch_guard {
  public:
-  explicit switch_guard(exec_context& ctx) noexcept
-      : ctx_(ctx), eh_(current_exception_state()), label_(current_stack_label()) {}
+  explicit switch_guard(exec_context& ctx) noexcept : ctx_(ctx), eh_(*tl_eh), label_(current_stack_label()) {}
   ~switch_guard() {
     tl_current = &ctx_;
-    current_exception_state() = eh_;
+    *tl_eh = eh_;
     set_current_stack_label(label_);
     exchange_domain_slot(ctx_.task != nullptr ? &ctx_.domain : nullptr);
   }
@@ -126,16 +136,19 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
     deadline = timeout_access::deadline(*scope);
     scope_wins = true;
   }
+  if (scope_wins && *deadline <= std::chrono::steady_clock::now()) {
+    if (self.cancel_pending.exchange(false)) return waiter::outcome::cancelled;
+    timeout_access::expire(*scope);
+    self.expired_scope_length = timeout_access::length(*scope);
+    return waiter::outcome::scope_timeout;
+  }
   {
-    std::lock_guard<std::mutex> lk(self.lock);
-    if (self.cancel_pending) {
-      self.cancel_pending = false;
+    std::unique_lock<spinlock> lk = lock_spin(self.lock);
+    // cancel() sets the flag under this lock, then notifies whatever is parked: either it sees `parked` (and
+    // wakes w), or this sees the flag.
+    if (self.cancel_pending.load(std::memory_order_relaxed)) {
+      self.cancel_pending.store(false, std::memory_order_relaxed);
       return waiter::outcome::cancelled;
-    }
-    if (scope_wins && *deadline <= std::chrono::steady_clock::now()) {
-      timeout_access::expire(*scope);
-      self.expired_scope_length = timeout_access::length(*scope);
-      return waiter::outcome::scope_timeout;
     }
     self.parked = &w;
   }
@@ -160,9 +173,10 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
     result = w.state;
   }
   {
-    std::lock_guard<std::mutex> lk(self.lock);
+    // Once this is done no cancel() can still be using w (it notifies it under the same lock).
+    std::unique_lock<spinlock> lk = lock_spin(self.lock);
     self.parked = nullptr;
-    if (result == waiter::outcome::cancelled) self.cancel_pending = false;
+    if (result == waiter::outcome::cancelled) self.cancel_pending.store(false, std::memory_order_relaxed);
   }
   if (outer != nullptr) outer->lock();
   if (result == waiter::outcome::timed_out && scope_wins) {
@@ -271,23 +285,27 @@ struct task_runner {
   static void main(std::shared_ptr<task_base> st) {
     exec_context ctx;
     ctx.task = st.get();
-    ctx.label.name = st->name_.empty() ? "task" : "task '" + st->name_ + "'";
+    if (st->name_.empty()) {
+      ctx.label.name.assign("task", 4);
+    } else {
+      ctx.label.name = "task '" + st->name_ + "'";
+    }
     ctx.label.guard_low = st->stack_.guard_low;
     ctx.label.guard_high = st->stack_.guard_high;
     ctx.label.size = st->stack_.size;
     {
       std::lock_guard<std::mutex> lk(st->mutex_);
-      ctx.cancel_pending = st->cancel_requested_;
+      ctx.cancel_pending.store(st->cancel_requested_, std::memory_order_relaxed);
       st->running_ = &ctx;
     }
     tl_current = &ctx;
-    current_exception_state() = exception_state{};
+    *tl_eh = exception_state{};
     set_current_stack_label(&ctx.label);
     exchange_domain_slot(&ctx.domain);
 
     bool cancelled = false;
     std::exception_ptr error;
-    if (ctx.cancel_pending) {
+    if (ctx.cancel_pending.load(std::memory_order_relaxed)) {
       cancelled = true;  // cancelled before it ever ran: it never runs (asyncio)
     } else {
       try {
@@ -320,12 +338,10 @@ struct task_runner {
       callbacks.swap(st->callbacks_);
       st->self_.reset();  // `st` (the fiber's argument) still holds it
     }
-    {
-      std::lock_guard<std::mutex> lk(ctx.lock);
-      ctx.cancel_pending = false;
-    }
+    // running_ is null now: no cancel() reaches ctx any more.
+    ctx.cancel_pending.store(false, std::memory_order_relaxed);
     for (auto& cb : callbacks) run_callback(*st, cb);
-    if (tl_state != nullptr) tl_state->live_tasks.erase(st.get());
+    if (tl_state != nullptr) tl_state->remove_live(st.get());
   }
 
   static void launch(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
@@ -336,6 +352,21 @@ struct task_runner {
   }
 
   static std::shared_ptr<task_base> self_of(task_base* t) { return t->self_; }
+  static task_base* next_live(task_base* t) { return t->live_next_; }
+  static void link_live(task_base*& head, task_base* t) noexcept {
+    t->live_prev_ = nullptr;
+    t->live_next_ = head;
+    if (head != nullptr) head->live_prev_ = t;
+    head = t;
+    t->live_listed_ = true;
+  }
+  static void unlink_live(task_base*& head, task_base* t) noexcept {
+    if (!t->live_listed_) return;
+    (t->live_prev_ != nullptr ? t->live_prev_->live_next_ : head) = t->live_next_;
+    if (t->live_next_ != nullptr) t->live_next_->live_prev_ = t->live_prev_;
+    t->live_prev_ = t->live_next_ = nullptr;
+    t->live_listed_ = false;
+  }
 
   static void run_callback(task_base& st, std::function<void()>& cb) noexcept {
     try {
@@ -388,8 +419,8 @@ bool task_base::cancel() noexcept {
   if (done()) return false;
   cancel_requested_ = true;
   if (running_ != nullptr) {
-    std::lock_guard<std::mutex> ctx_lock(running_->lock);
-    running_->cancel_pending = true;
+    std::unique_lock<spinlock> ctx_lock = lock_spin(running_->lock);
+    running_->cancel_pending.store(true, std::memory_order_relaxed);
     if (running_->parked != nullptr) running_->parked->notify(waiter::outcome::cancelled);
   }
   return true;
@@ -422,7 +453,7 @@ void start_task(const std::shared_ptr<task_base>& state, std::size_t stack_size)
   thread_state& ts = ensure_installed();
   if (ts.tearing_down) throw usage_error("cannot spawn a task while the thread is exiting");
   task_runner::launch(state, stack_size);
-  ts.live_tasks.insert(state.get());
+  ts.add_live(state.get());
 }
 
 std::shared_ptr<task_base> spawn_service(std::function<void()> body, std::string name) {
@@ -443,7 +474,7 @@ namespace {
 void cancel_and_join_all(thread_state& ts, task_base* except) {
   for (;;) {
     std::vector<std::shared_ptr<task_base>> tasks;
-    for (task_base* t : ts.live_tasks) {
+    for (task_base* t = ts.live_tasks; t != nullptr; t = task_runner::next_live(t)) {
       if (t == except) continue;
       std::shared_ptr<task_base> s = task_runner::self_of(t);
       if (s) tasks.push_back(std::move(s));
@@ -459,6 +490,9 @@ void cancel_and_join_all(thread_state& ts, task_base* except) {
     }
   }
 }
+
+void thread_state::add_live(task_base* t) noexcept { task_runner::link_live(live_tasks, t); }
+void thread_state::remove_live(task_base* t) noexcept { task_runner::unlink_live(live_tasks, t); }
 
 thread_state::~thread_state() {
   try {
@@ -532,12 +566,8 @@ void sleep_for(duration d) { sleep_until(std::chrono::steady_clock::now() + d); 
 
 void yield() {
   detail::exec_context& self = detail::current_exec();
-  {
-    std::lock_guard<std::mutex> lk(self.lock);
-    if (self.cancel_pending) {
-      self.cancel_pending = false;
-      throw task_cancelled();
-    }
+  if (self.cancel_pending.load(std::memory_order_relaxed) && self.cancel_pending.exchange(false)) {
+    throw task_cancelled();
   }
   // yield() is a suspension point, so an expired tendril::timeout scope fires here too (a loop that only
   // yields would otherwise never time out).

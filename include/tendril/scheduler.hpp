@@ -119,6 +119,10 @@ class TENDRIL_API task_base {
   bool retrieved_ = false;
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
   stack_info stack_;                 // for the stack-overflow message
+  // Links in its thread's list of live tasks (an intrusive list: spawning allocates no list node).
+  task_base* live_prev_ = nullptr;
+  task_base* live_next_ = nullptr;
+  bool live_listed_ = false;
 };
 
 template <class T>
