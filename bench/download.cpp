@@ -3,20 +3,29 @@
 // One program, several modes, driven by bench/download.sh (which starts nginx, makes the files and compares the
 // figures with curl --parallel and aiohttp):
 //
-//   bench_download tendril    URLFILE [INFLIGHT] [--stream]   tasks sharing one http::session
-//   bench_download raw        URLFILE [INFLIGHT]              libcurl multi + curl_multi_poll (the baseline)
-//   bench_download raw-socket URLFILE [INFLIGHT]              libcurl multi_socket_action + epoll (no scheduler)
+//   bench_download tendril    URLFILE [INFLIGHT] [SINK]   tasks sharing one http::session
+//   bench_download raw        URLFILE [INFLIGHT] [SINK]   libcurl multi + curl_multi_poll (the baseline)
+//   bench_download raw-socket URLFILE [INFLIGHT] [SINK]   libcurl multi_socket_action + epoll (no scheduler)
 //
-// URLFILE holds one URL per line. INFLIGHT (default 100) transfers run at once. Bodies are counted, not kept:
-// tendril mode uses session::get() (the body is a std::string that is dropped), or with --stream session::open()
-// read in 64 KiB pieces (bounded memory for big bodies); the raw loops count bytes in their write callback.
+// URLFILE holds one URL per line. INFLIGHT (default 100) transfers run at once. SINK says what happens to each
+// body, so that tendril and the raw loops can be made to do the same work:
+//   --memory      each body in a std::string of its own, dropped once counted. tendril: session::get() (the
+//                 default for tendril); raw: the write callback appends to the transfer's string, which is moved
+//                 out when the transfer is done (what a libcurl program that keeps bodies does).
+//   --to DIR      each body written to DIR/<last URL segment>. tendril: session::download() (a temporary file
+//                 beside it, renamed at the end); raw: open(), write() from the write callback, close().
+//   --count       bytes counted in the write callback, nothing kept (the default for the raw loops).
+//                 tendril has no such sink; its closest are:
+//   --stream      tendril: session::open(), stream::read(64 KiB) (a std::string per piece).
+//   --stream-into tendril: session::open(), stream::read_into() a reused 256 KiB buffer.
 // Every mode uses CURLOPT_BUFFERSIZE 256 KiB, as tendril does.
 //
 // Each run prints one line of key=value figures for the script:
-//   mode=raw requests=20000 failed=0 bytes=81920000 wall_s=0.91 cpu_s=0.84 maxrss_kib=9000
+//   mode=raw-memory requests=20000 failed=0 bytes=81920000 wall_s=0.91 cpu_s=0.84 maxrss_kib=9000
 // cpu_s is getrusage(RUSAGE_SELF) user+sys over the transfers only (not reading the URL file); maxrss_kib is the
 // process's peak resident set. Nothing is asserted: this is a measurement, not a test.
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,7 +35,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,6 +53,21 @@ constexpr long buffer_size = 256 * 1024;
 // stream::read() size in tendril --stream mode: 64 KiB pieces stay below glibc's mmap threshold, so each returned
 // std::string reuses heap memory instead of mapping and faulting in fresh pages.
 constexpr std::size_t read_size = 64 * 1024;
+// The reused buffer of --stream-into: as large as libcurl's receive buffer.
+constexpr std::size_t read_into_size = 256 * 1024;
+
+enum class sink { count, memory, file, stream, stream_into };
+
+struct config {
+  sink kind = sink::count;
+  std::filesystem::path dir;  // --to
+};
+
+// DIR/<last segment of the URL's path>.
+std::filesystem::path target_for(const config& c, const std::string& url) {
+  auto slash = url.find_last_of('/');
+  return c.dir / (slash == std::string::npos ? url : url.substr(slash + 1));
+}
 
 struct figures {
   std::size_t requests = 0;
@@ -73,7 +100,7 @@ std::vector<std::string> read_urls(const char* path) {
 
 // ---- tendril --------------------------------------------------------------------------------------------------
 
-figures run_tendril(const std::vector<std::string>& urls, std::size_t inflight, bool stream) {
+figures run_tendril(const std::vector<std::string>& urls, std::size_t inflight, const config& c) {
   namespace http = tendril::http;
   figures f;
   http::session_options so;
@@ -84,13 +111,23 @@ figures run_tendril(const std::vector<std::string>& urls, std::size_t inflight, 
     std::vector<tendril::task<void>> workers;
     for (std::size_t w = 0; w < std::min(inflight, urls.size()); ++w) {
       workers.push_back(tendril::spawn([&] {
+        std::unique_ptr<char[]> buffer;
+        if (c.kind == sink::stream_into) buffer = std::make_unique<char[]>(read_into_size);
         while (next < urls.size()) {
           const std::string& u = urls[next++];
           try {
-            if (stream) {
+            if (c.kind == sink::stream || c.kind == sink::stream_into) {
               auto st = session.open(u);
               if (st.status() != 200) ++f.failed;
-              for (std::string piece; !(piece = st.read(read_size)).empty();) f.bytes += piece.size();
+              if (c.kind == sink::stream) {
+                for (std::string piece; !(piece = st.read(read_size)).empty();) f.bytes += piece.size();
+              } else {
+                const std::span<char> into(buffer.get(), read_into_size);
+                for (std::size_t n; (n = st.read_into(into)) != 0;) f.bytes += n;
+              }
+            } else if (c.kind == sink::file) {
+              auto d = session.download(u, target_for(c, u));
+              f.bytes += d.bytes;
             } else {
               auto r = session.get(u);
               if (r.status != 200) ++f.failed;
@@ -110,18 +147,50 @@ figures run_tendril(const std::vector<std::string>& urls, std::size_t inflight, 
 
 // ---- raw libcurl: the baseline ----------------------------------------------------------------------------------
 
-std::size_t count_bytes(char*, std::size_t size, std::size_t n, void* userp) {
-  *static_cast<std::uint64_t*>(userp) += size * n;
-  return size * n;
+// One easy handle of a raw loop and what its current transfer writes to.
+struct raw_handle {
+  CURL* easy = nullptr;
+  const config* cfg = nullptr;
+  figures* f = nullptr;
+  std::string body;  // --memory
+  int fd = -1;       // --to
+  bool write_failed = false;
+};
+
+std::size_t on_raw_data(char* data, std::size_t size, std::size_t n, void* userp) {
+  auto* h = static_cast<raw_handle*>(userp);
+  const std::size_t bytes = size * n;
+  switch (h->cfg->kind) {
+    case sink::memory:
+      h->body.append(data, bytes);
+      break;
+    case sink::file:
+      for (std::size_t done = 0; done < bytes;) {
+        const ssize_t w = ::write(h->fd, data + done, bytes - done);
+        if (w < 0) {
+          h->write_failed = true;
+          return 0;
+        }
+        done += static_cast<std::size_t>(w);
+      }
+      h->f->bytes += bytes;
+      break;
+    default:
+      h->f->bytes += bytes;
+      break;
+  }
+  return bytes;
 }
 
-CURL* make_easy(std::uint64_t* bytes) {
-  CURL* e = curl_easy_init();
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &count_bytes);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, bytes);
-  curl_easy_setopt(e, CURLOPT_BUFFERSIZE, buffer_size);
-  return e;
+raw_handle make_handle(const config& c, figures& f) {
+  raw_handle h;
+  h.cfg = &c;
+  h.f = &f;
+  h.easy = curl_easy_init();
+  curl_easy_setopt(h.easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h.easy, CURLOPT_WRITEFUNCTION, &on_raw_data);
+  curl_easy_setopt(h.easy, CURLOPT_BUFFERSIZE, buffer_size);
+  return h;
 }
 
 // Takes finished transfers off the multi handle and gives each handle the next URL.
@@ -132,10 +201,17 @@ struct feeder {
   std::size_t active = 0;
   figures& f;
 
-  void start(CURL* e) {
+  void start(raw_handle& h) {
     if (next >= urls.size()) return;
-    curl_easy_setopt(e, CURLOPT_URL, urls[next++].c_str());
-    curl_multi_add_handle(multi, e);
+    const std::string& u = urls[next++];
+    if (h.cfg->kind == sink::file) {
+      h.fd = ::open(target_for(*h.cfg, u).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (h.fd < 0) throw std::runtime_error("raw: cannot create " + target_for(*h.cfg, u).string());
+    }
+    curl_easy_setopt(h.easy, CURLOPT_URL, u.c_str());
+    curl_easy_setopt(h.easy, CURLOPT_WRITEDATA, &h);
+    curl_easy_setopt(h.easy, CURLOPT_PRIVATE, &h);
+    curl_multi_add_handle(multi, h.easy);
     ++active;
   }
   void collect() {
@@ -143,26 +219,37 @@ struct feeder {
     while (CURLMsg* m = curl_multi_info_read(multi, &queued)) {
       if (m->msg != CURLMSG_DONE) continue;
       CURL* e = m->easy_handle;
+      raw_handle* h = nullptr;
+      curl_easy_getinfo(e, CURLINFO_PRIVATE, &h);
       long status = 0;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
       if (m->data.result != CURLE_OK || status != 200) {
         if (f.failed++ == 0) std::fprintf(stderr, "raw: %s (status %ld)\n", curl_easy_strerror(m->data.result), status);
       }
+      if (h->cfg->kind == sink::memory) {
+        const std::string body = std::move(h->body);  // the caller's now; dropped once counted
+        h->body = std::string();
+        f.bytes += body.size();
+      } else if (h->cfg->kind == sink::file) {
+        if (::close(h->fd) != 0 || h->write_failed) ++f.failed;
+        h->fd = -1;
+      }
       ++f.requests;
       curl_multi_remove_handle(multi, e);
       --active;
-      start(e);  // reuse the handle (and, through the multi's cache, the connection)
+      start(*h);  // reuse the handle (and, through the multi's cache, the connection)
     }
   }
 };
 
-figures run_raw_poll(const std::vector<std::string>& urls, std::size_t inflight) {
+figures run_raw_poll(const std::vector<std::string>& urls, std::size_t inflight, const config& c) {
   figures f;
   CURLM* multi = curl_multi_init();
-  std::vector<CURL*> handles;
+  std::vector<raw_handle> handles;
+  handles.reserve(inflight);
   feeder feed{multi, urls, 0, 0, f};
   for (std::size_t i = 0; i < std::min(inflight, urls.size()); ++i) {
-    handles.push_back(make_easy(&f.bytes));
+    handles.push_back(make_handle(c, f));
     feed.start(handles.back());
   }
   while (feed.active > 0) {
@@ -171,7 +258,7 @@ figures run_raw_poll(const std::vector<std::string>& urls, std::size_t inflight)
     feed.collect();
     if (feed.active > 0) curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
   }
-  for (CURL* e : handles) curl_easy_cleanup(e);
+  for (raw_handle& h : handles) curl_easy_cleanup(h.easy);
   curl_multi_cleanup(multi);
   return f;
 }
@@ -210,7 +297,7 @@ struct socket_loop {
   }
 };
 
-figures run_raw_socket(const std::vector<std::string>& urls, std::size_t inflight) {
+figures run_raw_socket(const std::vector<std::string>& urls, std::size_t inflight, const config& c) {
   figures f;
   socket_loop loop;
   loop.ep = epoll_create1(EPOLL_CLOEXEC);
@@ -219,10 +306,11 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
   curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, &loop);
   curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &socket_loop::on_timer);
   curl_multi_setopt(multi, CURLMOPT_TIMERDATA, &loop);
-  std::vector<CURL*> handles;
+  std::vector<raw_handle> handles;
+  handles.reserve(inflight);
   feeder feed{multi, urls, 0, 0, f};
   for (std::size_t i = 0; i < std::min(inflight, urls.size()); ++i) {
-    handles.push_back(make_easy(&f.bytes));
+    handles.push_back(make_handle(c, f));
     feed.start(handles.back());
   }
   int running = 0;
@@ -243,7 +331,7 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
     }
     feed.collect();
   }
-  for (CURL* e : handles) curl_easy_cleanup(e);
+  for (raw_handle& h : handles) curl_easy_cleanup(h.easy);
   curl_multi_cleanup(multi);
   ::close(loop.ep);
   return f;
@@ -251,9 +339,25 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
 
 int usage() {
   std::fprintf(stderr,
-               "usage: bench_download tendril|raw|raw-socket URLFILE [INFLIGHT] [--stream]\n"
+               "usage: bench_download tendril|raw|raw-socket URLFILE [INFLIGHT]\n"
+               "                      [--count|--memory|--to DIR|--stream|--stream-into]\n"
                "Driven by bench/download.sh, which starts nginx, makes the files and prints the comparison.\n");
   return 2;
+}
+
+const char* sink_name(sink k) {
+  switch (k) {
+    case sink::memory:
+      return "memory";
+    case sink::file:
+      return "file";
+    case sink::stream:
+      return "stream";
+    case sink::stream_into:
+      return "stream-into";
+    default:
+      return "count";
+  }
 }
 
 }  // namespace
@@ -267,35 +371,52 @@ int main(int argc, char** argv) {
   }
   const std::string mode = argv[1];
   std::size_t inflight = 100;
-  bool stream = false;
+  config c;
+  c.kind = mode == "tendril" ? sink::memory : sink::count;
   for (int i = 3; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--stream") == 0) {
-      stream = true;
+    const std::string a = argv[i];
+    if (a == "--count") {
+      c.kind = sink::count;
+    } else if (a == "--memory") {
+      c.kind = sink::memory;
+    } else if (a == "--stream") {
+      c.kind = sink::stream;
+    } else if (a == "--stream-into") {
+      c.kind = sink::stream_into;
+    } else if (a == "--to" && i + 1 < argc) {
+      c.kind = sink::file;
+      c.dir = argv[++i];
+    } else if (!a.empty() && a[0] != '-') {
+      inflight = static_cast<std::size_t>(std::strtoul(a.c_str(), nullptr, 10));
     } else {
-      inflight = static_cast<std::size_t>(std::strtoul(argv[i], nullptr, 10));
+      return usage();
     }
   }
   if (inflight == 0) return usage();
+  const bool tendril_mode = mode == "tendril";
+  if (tendril_mode && c.kind == sink::count) return usage();  // tendril has no counting sink
+  if (!tendril_mode && (c.kind == sink::stream || c.kind == sink::stream_into)) return usage();
+  if (c.kind == sink::file) std::filesystem::create_directories(c.dir);
   const auto urls = read_urls(argv[2]);
   curl_global_init(CURL_GLOBAL_DEFAULT);
 
   const double cpu0 = cpu_seconds();
   const auto t0 = std::chrono::steady_clock::now();
   figures f;
-  if (mode == "tendril") {
-    f = run_tendril(urls, inflight, stream);
+  if (tendril_mode) {
+    f = run_tendril(urls, inflight, c);
   } else if (mode == "raw") {
-    f = run_raw_poll(urls, inflight);
+    f = run_raw_poll(urls, inflight, c);
   } else if (mode == "raw-socket") {
-    f = run_raw_socket(urls, inflight);
+    f = run_raw_socket(urls, inflight, c);
   } else {
     return usage();
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double cpu = cpu_seconds() - cpu0;
-  std::printf("mode=%s requests=%zu failed=%zu bytes=%llu wall_s=%.4f cpu_s=%.4f maxrss_kib=%ld\n",
-              (mode + (stream ? "-stream" : "")).c_str(), f.requests, f.failed,
-              static_cast<unsigned long long>(f.bytes), wall, cpu, max_rss_kib());
+  std::printf("mode=%s-%s requests=%zu failed=%zu bytes=%llu wall_s=%.4f cpu_s=%.4f maxrss_kib=%ld\n", mode.c_str(),
+              sink_name(c.kind), f.requests, f.failed, static_cast<unsigned long long>(f.bytes), wall, cpu,
+              max_rss_kib());
   curl_global_cleanup();
   return f.failed == 0 ? 0 : 1;
 }

@@ -43,7 +43,7 @@ if [[ ! -x "$TIME_BIN" ]]; then
 fi
 
 # ---- where the files go ------------------------------------------------------------------------------------------
-need_kib=$(( (SMALL_COUNT * SMALL_SIZE / 1024) * 2 + BIG_COUNT * BIG_MIB * 1024 + 65536 ))
+need_kib=$(( (SMALL_COUNT * SMALL_SIZE / 1024) * 2 + BIG_COUNT * BIG_MIB * 1024 * 2 + 65536 ))
 if [[ -z "${BENCH_DIR:-}" ]]; then
   base=/tmp
   shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')
@@ -123,9 +123,12 @@ SMALL_URLS="$BENCH_DIR/small.urls"
 BIG_URLS="$BENCH_DIR/big.urls"
 for (( i = 0; i < SMALL_COUNT; i++ )); do printf 'http://127.0.0.1:%s/small/f%05d\n' "$PORT" "$i"; done > "$SMALL_URLS"
 for (( i = 0; i < BIG_COUNT; i++ )); do printf 'http://127.0.0.1:%s/big/b%d\n' "$PORT" "$i"; done > "$BIG_URLS"
-# curl --parallel config files: one url + output pair per file.
+# Where the file sinks write (emptied before and after every run, so each run starts alike and tmpfs space is freed).
+OUT="$BENCH_DIR/out"
+# curl --parallel config files: one url + output pair per file; small bodies go to /dev/null, big ones to files
+# in $OUT as the raw loop and tendril::download() write them.
 awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$SMALL_URLS" > "$SMALL_URLS.curl"
-awk '{ printf "url = \"%s\"\noutput = \"/dev/null\"\n", $0 }' "$BIG_URLS" > "$BIG_URLS.curl"
+{ echo "create-dirs"; awk -v out="$OUT" '{ n = split($0, p, "/"); printf "url = \"%s\"\noutput = \"%s/%s\"\n", $0, out, p[n] }' "$BIG_URLS"; } > "$BIG_URLS.curl"
 
 # ---- aiohttp -----------------------------------------------------------------------------------------------------
 AIO_PY=""
@@ -200,7 +203,7 @@ figures() {  # mode -> "requests bytes wall cpu maxrss failed"
 }
 
 report_header() {
-  printf '%-22s %12s %12s %12s %10s %10s %8s\n' "" "$1" "vs raw" "CPU/req us" "vs raw" "maxRSS MiB" "failed"
+  printf '%-34s %12s %12s %12s %10s %10s %8s\n' "" "$1" "vs raw" "CPU/req us" "vs raw" "maxRSS MiB" "failed"
 }
 # name figures raw_figures unit(rps|mbps)
 report() {
@@ -210,7 +213,7 @@ report() {
     if (unit == "rps") { v = a[1] / a[3]; rv = b[1] / b[3] } else { v = a[2] / a[3] / 1e6; rv = b[2] / b[3] / 1e6 }
     cpu = a[4] / a[1] * 1e6; rcpu = b[4] / b[1] * 1e6;
     cpur = (cpu > 0 && rcpu > 0) ? sprintf("%.2fx", cpu / rcpu) : "-";
-    printf "%-22s %12.0f %11.2fx %12.1f %10s %10.1f %8d\n", name, v, v / rv, cpu, cpur, a[5] / 1024, a[6] }'
+    printf "%-34s %12.0f %11.2fx %12.1f %10s %10.1f %8d\n", name, v, v / rv, cpu, cpur, a[5] / 1024, a[6] }'
 }
 verdict() {  # label value op target
   awk -v l="$1" -v v="$2" -v op="$3" -v t="$4" 'BEGIN {
@@ -224,41 +227,62 @@ ratio() {  # figures raw_figures what(rps|mbps|cpu)
     else print (a[4] / a[1]) / (b[4] / b[1]) }'
 }
 
-run_scenario() {  # title urls total_bytes unit stream_flag
-  local title=$1 urls=$2 total=$3 unit=$4 stream=$5
+# One contender per line: key|label|key of the row its ratios are against|command (bench_download arguments, or
+# "curl" / "aio"). The first line is the baseline of the targets.
+run_scenario() {  # title urls total_bytes unit(rps|mbps) contenders
+  local title=$1 urls=$2 total=$3 unit=$4 contenders=$5 key label base cmd line
   echo
   echo "== $title (best of $REPEAT; $INFLIGHT in flight)"
   BEST_WALL=(); BEST_CPU=(); MAX_RSS=(); REQ=(); BYTES=(); FAILED=()
   # Round-robin: every repetition runs each contender once, so a burst of load elsewhere hits them alike.
   for (( r = 0; r < REPEAT; r++ )); do
-    record raw "$("$BIN" raw "$urls" "$INFLIGHT" | tail -1 || true)"
-    record rawsock "$("$BIN" raw-socket "$urls" "$INFLIGHT" | tail -1 || true)"
-    # shellcheck disable=SC2086
-    record tendril "$("$BIN" tendril "$urls" "$INFLIGHT" $stream | tail -1 || true)"
-    record curl "$(measure_curl "$urls.curl" "$total")"
-    if [[ -n "$AIO_PY" ]]; then record aio "$("$AIO_PY" "$BENCH_DIR/aio.py" "$urls" "$INFLIGHT" | tail -1 || true)"; fi
+    while IFS='|' read -r key label base cmd; do
+      [[ -n "$key" ]] || continue
+      rm -rf "$OUT"
+      case "$cmd" in
+        curl) line=$(measure_curl "$urls.curl" "$total") ;;
+        aio) [[ -n "$AIO_PY" ]] || continue; line=$("$AIO_PY" "$BENCH_DIR/aio.py" "$urls" "$INFLIGHT" | tail -1 || true) ;;
+        # shellcheck disable=SC2086
+        *) line=$("$BIN" $cmd | tail -1 || true) ;;
+      esac
+      rm -rf "$OUT"
+      record "$key" "$line"
+    done <<<"$contenders"
   done
-  local raw rawsock tend curlf aio=""
-  raw=$(figures raw); rawsock=$(figures rawsock); tend=$(figures tendril); curlf=$(figures curl)
-  if [[ -n "$AIO_PY" ]]; then aio=$(figures aio); fi
   if [[ "$unit" == rps ]]; then report_header "requests/s"; else report_header "MB/s"; fi
-  report "raw libcurl (poll)" "$raw" "$raw" "$unit"
-  report "raw libcurl (epoll)" "$rawsock" "$raw" "$unit"
-  report "tendril${stream:+ (stream)}" "$tend" "$raw" "$unit"
-  report "curl --parallel" "$curlf" "$raw" "$unit"
-  if [[ -n "$aio" ]]; then report "python aiohttp" "$aio" "$raw" "$unit"; else echo "python aiohttp          (not installed: skipped)"; fi
-  if [[ "$unit" == rps ]]; then
-    verdict "tendril requests/s vs raw" "$(ratio "$tend" "$raw" rps)" ">=" 0.9
-    verdict "tendril CPU per request vs raw" "$(ratio "$tend" "$raw" cpu)" "<=" 1.2
-  else
-    verdict "tendril throughput vs raw" "$(ratio "$tend" "$raw" mbps)" ">=" 0.95
-    awk -v f="$tend" -v n="$BIG_COUNT" -v mib="$BIG_MIB" 'BEGIN { split(f, a, " ");
-      printf "  tendril peak RSS %.1f MiB while receiving %d x %d MiB\n", a[5] / 1024, n, mib }'
-  fi
+  while IFS='|' read -r key label base cmd; do
+    [[ -n "$key" ]] || continue
+    if [[ -z "${REQ[$key]:-}" ]]; then printf '%-34s (not installed: skipped)\n' "$label"; continue; fi
+    report "$label" "$(figures "$key")" "$(figures "$base")" "$unit"
+  done <<<"$contenders"
 }
 
-run_scenario "$SMALL_COUNT x $SMALL_SIZE B files" "$SMALL_URLS" $(( SMALL_COUNT * SMALL_SIZE )) rps ""
-run_scenario "$BIG_COUNT x $BIG_MIB MiB files, all at once" "$BIG_URLS" $(( BIG_COUNT * BIG_MIB * 1048576 )) mbps "--stream"
+run_scenario "$SMALL_COUNT x $SMALL_SIZE B files" "$SMALL_URLS" $(( SMALL_COUNT * SMALL_SIZE )) rps "\
+raw|raw libcurl (poll), bodies kept|raw|raw $SMALL_URLS $INFLIGHT --memory
+rawcount|raw libcurl (poll), counted|raw|raw $SMALL_URLS $INFLIGHT --count
+rawsock|raw libcurl (epoll), bodies kept|raw|raw-socket $SMALL_URLS $INFLIGHT --memory
+tendril|tendril session::get()|raw|tendril $SMALL_URLS $INFLIGHT --memory
+curl|curl --parallel (to /dev/null)|raw|curl
+aio|python aiohttp (counted)|raw|aio"
+verdict "tendril requests/s vs raw" "$(ratio "$(figures tendril)" "$(figures raw)" rps)" ">=" 0.9
+verdict "tendril CPU per request vs raw" "$(ratio "$(figures tendril)" "$(figures raw)" cpu)" "<=" 1.2
+echo "  (against the raw loop that only counts bytes: $(ratio "$(figures tendril)" "$(figures rawcount)" rps | xargs printf '%.2f')x requests/s," \
+  "$(ratio "$(figures tendril)" "$(figures rawcount)" cpu | xargs printf '%.2f')x CPU per request)"
+
+run_scenario "$BIG_COUNT x $BIG_MIB MiB files, all at once" "$BIG_URLS" $(( BIG_COUNT * BIG_MIB * 1048576 )) mbps "\
+raw|raw libcurl (poll), to files|raw|raw $BIG_URLS $INFLIGHT --to $OUT
+rawcount|raw libcurl (poll), counted|rawcount|raw $BIG_URLS $INFLIGHT --count
+rawsock|raw libcurl (epoll), to files|raw|raw-socket $BIG_URLS $INFLIGHT --to $OUT
+tendril|tendril download()|raw|tendril $BIG_URLS $INFLIGHT --to $OUT
+into|tendril stream::read_into() *|rawcount|tendril $BIG_URLS $INFLIGHT --stream-into
+stream|tendril stream::read() *|rawcount|tendril $BIG_URLS $INFLIGHT --stream
+curl|curl --parallel (to files)|raw|curl
+aio|python aiohttp (counted) *|rawcount|aio"
+verdict "tendril download() throughput vs raw" "$(ratio "$(figures tendril)" "$(figures raw)" mbps)" ">=" 0.95
+awk -v f="$(figures tendril)" -v s="$(figures into)" -v n="$BIG_COUNT" -v mib="$BIG_MIB" 'BEGIN { split(f, a, " "); split(s, b, " ");
+  printf "  tendril peak RSS while receiving %d x %d MiB: %.1f MiB with download(), %.1f MiB streaming\n", n, mib, a[5] / 1024, b[5] / 1024 }'
+echo "  * ratios against the raw loop that only counts bytes (libcurl's buffer handed to a callback, nothing kept)"
 echo
 echo "CPU/req: user+sys per request (getrusage in-process; /usr/bin/time for curl). vs raw: ratio to the raw"
-echo "curl_multi_poll loop in this run. Best of $REPEAT runs for each of wall time and CPU time."
+echo "curl_multi_poll loop doing the same work in this run (bodies kept in memory / written to files), unless"
+echo "marked *. Best of $REPEAT runs for each of wall time and CPU time."

@@ -192,6 +192,15 @@ class stream_state final : public tendril::detail::body_sink {
   result on_data(const char* data, std::size_t n) noexcept override {
     got_data_ = true;
     if (n == 0) return result::consumed;
+    if (size_ == 0 && direct_n_ < direct_.size()) {
+      // The reader waits in read_into() and nothing is buffered before this data: straight into its buffer.
+      const std::size_t take = std::min(n, direct_.size() - direct_n_);
+      std::memcpy(direct_.data() + direct_n_, data, take);
+      direct_n_ += take;
+      data += take;
+      n -= take;
+      if (n == 0) return result::consumed;
+    }
     if (size_ >= buffer_limit) return result::pause;  // curl hands the same data again on unpause
     try {
       if (cap_ - size_ < n) grow(size_ + n);
@@ -236,6 +245,28 @@ class stream_state final : public tendril::detail::body_sink {
     return out;
   }
 
+  std::size_t read_into(std::span<char> into) {
+    if (into.empty()) return 0;
+    for (;;) {
+      if (buffered() > 0) return take_into(into);
+      if (transfer_.finished()) {
+        if (transfer_.code() != 0) throw_transfer_error(transfer_);
+        return 0;
+      }
+      transfer_.unpause();  // may deliver data synchronously (into the ring)
+      if (buffered() > 0 || transfer_.finished()) continue;
+      // Wait with `into` offered to on_data(); whatever lands there is the result.
+      struct offer {
+        stream_state& s;
+        ~offer() { s.direct_ = {}; }
+      } guard{*this};
+      direct_ = into;
+      direct_n_ = 0;
+      transfer_.wait();
+      if (direct_n_ > 0) return direct_n_;
+    }
+  }
+
   transfer& xfer() { return transfer_; }
   const std::string& url() {
     url_ = transfer_.effective_url();
@@ -244,6 +275,18 @@ class stream_state final : public tendril::detail::body_sink {
 
  private:
   std::size_t buffered() const { return size_; }
+  // Moves up to into.size() buffered bytes to `into`.
+  std::size_t take_into(std::span<char> into) {
+    const std::size_t take = std::min(into.size(), size_);
+    const std::size_t first = std::min(take, cap_ - head_);
+    std::memcpy(into.data(), ring_.get() + head_, first);
+    std::memcpy(into.data() + first, ring_.get(), take - first);
+    head_ = (head_ + take) % cap_;
+    size_ -= take;
+    if (size_ == 0) head_ = 0;
+    if (buffered() < buffer_limit / 2) transfer_.unpause();
+    return take;
+  }
   // Reallocates the ring to hold at least `need` bytes, unwrapping the unread data to the start.
   void grow(std::size_t need) {
     std::size_t cap = std::max<std::size_t>(cap_ * 2, 64 * 1024);
@@ -266,6 +309,8 @@ class stream_state final : public tendril::detail::body_sink {
   std::size_t size_ = 0;  // unread bytes
   transfer transfer_;
   bool got_data_ = false;
+  std::span<char> direct_;    // read_into()'s buffer while it waits for data
+  std::size_t direct_n_ = 0;  // bytes on_data() stored there
   std::string url_;
 };
 
@@ -407,6 +452,7 @@ stream& stream::operator=(stream&&) noexcept = default;
 stream::~stream() = default;
 
 std::string stream::read(std::size_t n) { return state_->read(n); }
+std::size_t stream::read_into(std::span<char> into) { return state_->read_into(into); }
 
 std::string stream::read_all() {
   std::string all;

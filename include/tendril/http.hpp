@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -142,6 +143,11 @@ class TENDRIL_API stream {
 
   // Up to n bytes; an empty string once the body is complete. Throws http::error if the transfer fails.
   std::string read(std::size_t n);
+  // Like read(into.size()), into a buffer of the caller's (Python's readinto): returns the number of bytes
+  // stored at the start of `into`, 0 once the body is complete (or if `into` is empty). No allocation per
+  // piece, and while the task waits for data libcurl's pieces are copied straight into `into`: the cheapest way
+  // to consume a large body. `into` must stay valid during the call only.
+  std::size_t read_into(std::span<char> into);
   // Reads the rest of the body.
   std::string read_all();
   long status() const;

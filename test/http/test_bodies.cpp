@@ -124,6 +124,43 @@ TEST_CASE("session::open streams the body: read(n) pieces concatenate to the bod
     CHECK(all == expected_bytes(n));
     CHECK(st.read(10).empty());  // stays at the end
   }
+  SUBCASE("read_into(span) fills the caller's buffer") {
+    auto st = s.open(url("/bytes/" + std::to_string(3 * n)));  // more than the stream's buffer
+    std::vector<char> buf(70001);
+    std::string all;
+    std::size_t pieces = 0;
+    for (std::size_t got; (got = st.read_into(buf)) != 0;) {
+      CHECK(got <= buf.size());
+      all.append(buf.data(), got);
+      ++pieces;
+    }
+    CHECK(pieces >= 3 * n / buf.size());
+    CHECK(all == expected_bytes(3 * n));
+    CHECK(st.read_into(buf) == 0);  // stays at the end
+    CHECK(st.read_into(std::span<char>()) == 0);
+  }
+  SUBCASE("read_into and read mixed, small buffers, a slow body") {
+    auto st = s.open(url("/slow/20000?chunk=2000&interval=0.01"));
+    std::string all;
+    char small[777];
+    for (bool into = true;; into = !into) {
+      if (into) {
+        const std::size_t got = st.read_into(small);
+        if (got == 0) break;
+        all.append(small, got);
+      } else {
+        std::string piece = st.read(1500);
+        if (piece.empty()) break;
+        all += piece;
+      }
+    }
+    CHECK(all == expected_bytes(20000));
+  }
+  SUBCASE("read_into: an empty buffer reads nothing and does not end the body") {
+    auto st = s.open(url("/bytes/5000"));
+    CHECK(st.read_into(std::span<char>()) == 0);
+    CHECK(st.read_all() == expected_bytes(5000));
+  }
   SUBCASE("read_all()") {
     auto st = s.open(url("/bytes/" + std::to_string(3 * n)));  // more than the stream's buffer
     CHECK(st.read_all() == expected_bytes(3 * n));
@@ -152,6 +189,21 @@ TEST_CASE("session::open streams the body: read(n) pieces concatenate to the bod
     CHECK(st.status() == 404);
     CHECK_THROWS_AS(st.raise_for_status(), http::status_error);
     CHECK(st.read_all() == "status 404");
+  }
+  SUBCASE("a dropped connection fails read_into with code 18, after the data before it") {
+    auto st = s.open(url("/drop/400000"));
+    bool failed = false;
+    std::string got;
+    std::vector<char> buf(65536);
+    try {
+      for (std::size_t k; (k = st.read_into(buf)) != 0;) got.append(buf.data(), k);
+    } catch (const http::error& e) {
+      failed = true;
+      CHECK(e.code() == 18);
+    }
+    CHECK(failed);
+    CHECK(got.size() <= 200000);
+    CHECK(got == expected_bytes(got.size()));
   }
   SUBCASE("a dropped connection fails read with code 18") {
     auto st = s.open(url("/drop/400000"));

@@ -82,6 +82,28 @@ TEST_CASE("a 256 MiB stream read in 64 KiB chunks keeps resident memory bounded"
   }
 }
 
+TEST_CASE("a 256 MiB stream read_into a 256 KiB buffer keeps resident memory bounded") {
+  const std::uint64_t n = big_size();
+  http::session s;
+  CHECK(s.get(url("/bytes/10")).status == 200);
+  std::vector<char> buf(256 * 1024);
+  rss_probe probe;
+  auto st = s.open(url("/bytes/" + std::to_string(n)));
+  std::uint64_t got = 0;
+  bool exact = true;
+  for (std::size_t k; (k = st.read_into(buf)) != 0;) {
+    exact = exact && k <= buf.size() && is_pattern(buf.data(), k, got);
+    got += k;
+  }
+  const long growth = probe.growth_kib();
+  CHECK(got == n);
+  CHECK(exact);
+  if (probe.ok) {
+    MESSAGE("stream of " << n / (1024 * 1024) << " MiB read_into: peak RSS growth " << growth << " KiB");
+    CHECK(growth < bound_kib);
+  }
+}
+
 TEST_CASE("a stream nobody reads pauses its transfer instead of buffering the body") {
   const std::uint64_t n = measure_rss() ? 128ull * 1024 * 1024 : 16ull * 1024 * 1024;
   http::session s;
