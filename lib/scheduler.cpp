@@ -8,6 +8,7 @@
 
 #include <cstdio>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "context_switch.hpp"
@@ -128,7 +129,21 @@ bool waiter::notify(outcome why) noexcept {
   return true;
 }
 
-waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept {
+void spin_mutex::lock_contended() noexcept {
+  for (int spins = 0;; ++spins) {
+    if (!flag_.load(std::memory_order_relaxed) && !flag_.exchange(true, std::memory_order_acquire)) return;
+    if (spins < 64) {
+      __builtin_ia32_pause();
+    } else {
+      std::this_thread::yield();  // the holder may have been preempted
+    }
+  }
+}
+
+namespace {
+// park() for either kind of lock around the caller's state.
+template <class Lock>
+waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> deadline) noexcept {
   exec_context& self = current_exec();
   timeout* scope = nearest_scope(self);
   bool scope_wins = false;
@@ -142,7 +157,9 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
     self.expired_scope_length = timeout_access::length(*scope);
     return waiter::outcome::scope_timeout;
   }
-  {
+  // Only a task can be cancelled (a thread's main context never is): only a task publishes its waiter.
+  const bool cancellable = self.task != nullptr;
+  if (cancellable) {
     std::unique_lock<spinlock> lk = lock_spin(self.lock);
     // cancel() sets the flag under this lock, then notifies whatever is parked: either it sees `parked` (and
     // wakes w), or this sees the flag.
@@ -172,7 +189,7 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
     if (w.state == waiter::outcome::waiting) w.state = waiter::outcome::timed_out;
     result = w.state;
   }
-  {
+  if (cancellable) {
     // Once this is done no cancel() can still be using w (it notifies it under the same lock).
     std::unique_lock<spinlock> lk = lock_spin(self.lock);
     self.parked = nullptr;
@@ -185,6 +202,11 @@ waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::option
     result = waiter::outcome::scope_timeout;
   }
   return result;
+}
+}  // namespace
+
+waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept {
+  return park_impl(w, outer, deadline);
 }
 
 void throw_for(waiter::outcome o, exec_context& ctx) {
@@ -216,14 +238,18 @@ void unlink(wait_queue* q, waiter* w) noexcept {
 }
 }  // namespace
 
-bool wait_queue::wait(std::unique_lock<std::mutex>& lk, std::optional<time_point> deadline) {
+namespace {
+template <class Lock>
+bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
   waiter w;
-  w.queue = this;
-  w.prev = tail_;
-  (tail_ != nullptr ? tail_->next : head_) = &w;
-  tail_ = &w;
-  waiter::outcome o = park(w, &lk, deadline);
-  unlink(this, &w);
+  w.queue = &q;
+  waiter*& head = wait_queue_access::head(q);
+  waiter*& tail = wait_queue_access::tail(q);
+  w.prev = tail;
+  (tail != nullptr ? tail->next : head) = &w;
+  tail = &w;
+  waiter::outcome o = park_impl(w, &lk, deadline);
+  unlink(&q, &w);
   switch (o) {
     case waiter::outcome::notified:
       return true;
@@ -233,6 +259,15 @@ bool wait_queue::wait(std::unique_lock<std::mutex>& lk, std::optional<time_point
       throw_for(o, current_exec());
       return false;
   }
+}
+}  // namespace
+
+bool wait_queue::wait(std::unique_lock<std::mutex>& lk, std::optional<time_point> deadline) {
+  return wait_impl(*this, lk, deadline);
+}
+
+bool wait_queue::wait(std::unique_lock<spin_mutex>& lk, std::optional<time_point> deadline) {
+  return wait_impl(*this, lk, deadline);
 }
 
 void wait_queue::notify_one() noexcept {
@@ -282,9 +317,10 @@ class task_stack_allocator {
 
 struct task_runner {
   // The body of every task's fiber.
-  static void main(std::shared_ptr<task_base> st) {
+  // `st` is kept alive by its self_ reference until finish() takes that over.
+  static void main(task_base* st) {
     exec_context ctx;
-    ctx.task = st.get();
+    ctx.task = st;
     if (st->name_.empty()) {
       ctx.label.name.assign("task", 4);
     } else {
@@ -294,7 +330,7 @@ struct task_runner {
     ctx.label.guard_high = st->stack_.guard_high;
     ctx.label.size = st->stack_.size;
     {
-      std::lock_guard<std::mutex> lk(st->mutex_);
+      std::lock_guard<spin_mutex> lk(st->mutex_);
       ctx.cancel_pending.store(st->cancel_requested_, std::memory_order_relaxed);
       st->running_ = &ctx;
     }
@@ -317,18 +353,19 @@ struct task_runner {
         error = std::current_exception();
       }
     }
-    finish(st, ctx, cancelled, std::move(error));
+    std::shared_ptr<task_base> keep = finish(st, ctx, cancelled, std::move(error));
     end_domain(&ctx.domain);
     exchange_domain_slot(nullptr);
     set_current_stack_label(nullptr);
     tl_current = nullptr;
   }
 
-  static void finish(const std::shared_ptr<task_base>& st, exec_context& ctx, bool cancelled,
-                     std::exception_ptr error) {
+  // Returns the task's self reference, which keeps it alive until the fiber's body ends.
+  static std::shared_ptr<task_base> finish(task_base* st, exec_context& ctx, bool cancelled, std::exception_ptr error) {
     std::vector<std::function<void()>> callbacks;
+    std::shared_ptr<task_base> keep;
     {
-      std::lock_guard<std::mutex> lk(st->mutex_);
+      std::lock_guard<spin_mutex> lk(st->mutex_);
       st->running_ = nullptr;
       st->cancelled_ = cancelled;
       st->error_ = cancelled ? std::make_exception_ptr(task_cancelled()) : std::move(error);
@@ -336,19 +373,27 @@ struct task_runner {
       st->done_.store(true, std::memory_order_release);
       st->done_waiters_.notify_all();
       callbacks.swap(st->callbacks_);
-      st->self_.reset();  // `st` (the fiber's argument) still holds it
+      keep = std::move(st->self_);
     }
     // running_ is null now: no cancel() reaches ctx any more.
     ctx.cancel_pending.store(false, std::memory_order_relaxed);
     for (auto& cb : callbacks) run_callback(*st, cb);
-    if (tl_state != nullptr) tl_state->remove_live(st.get());
+    if (tl_state != nullptr) tl_state->remove_live(st);
+    return keep;
   }
 
   static void launch(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
-    boost::fibers::fiber f(std::allocator_arg, task_stack_allocator(stack_size, &state->stack_), &task_runner::main,
-                           state);
-    f.detach();
+    // The fiber gets a plain pointer: self_ keeps the state alive while the task runs (one reference count
+    // update less on each side than passing a shared_ptr).
     state->self_ = state;
+    try {
+      boost::fibers::fiber f(std::allocator_arg, task_stack_allocator(stack_size, &state->stack_), &task_runner::main,
+                             state.get());
+      f.detach();
+    } catch (...) {
+      state->self_.reset();
+      throw;
+    }
   }
 
   static std::shared_ptr<task_base> self_of(task_base* t) { return t->self_; }
@@ -388,7 +433,7 @@ void task_base::join() {
   if (tl_current != nullptr && tl_current->task == this) {
     throw usage_error("task '" + name_ + "' cannot wait for itself");
   }
-  std::unique_lock<std::mutex> lk(mutex_);
+  std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) done_waiters_.wait(lk);
 }
 
@@ -397,7 +442,7 @@ bool task_base::join_until(time_point deadline) {
   if (tl_current != nullptr && tl_current->task == this) {
     throw usage_error("task '" + name_ + "' cannot wait for itself");
   }
-  std::unique_lock<std::mutex> lk(mutex_);
+  std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
     if (!done_waiters_.wait(lk, deadline)) return done();
   }
@@ -405,17 +450,17 @@ bool task_base::join_until(time_point deadline) {
 }
 
 bool task_base::cancelled() const noexcept {
-  std::lock_guard<std::mutex> lk(mutex_);
+  std::lock_guard<spin_mutex> lk(mutex_);
   return cancelled_;
 }
 
 bool task_base::failed() const noexcept {
-  std::lock_guard<std::mutex> lk(mutex_);
+  std::lock_guard<spin_mutex> lk(mutex_);
   return done() && error_ != nullptr && !cancelled_;
 }
 
 bool task_base::cancel() noexcept {
-  std::lock_guard<std::mutex> lk(mutex_);
+  std::lock_guard<spin_mutex> lk(mutex_);
   if (done()) return false;
   cancel_requested_ = true;
   if (running_ != nullptr) {
@@ -427,7 +472,7 @@ bool task_base::cancel() noexcept {
 }
 
 std::exception_ptr task_base::exception() {
-  std::lock_guard<std::mutex> lk(mutex_);
+  std::lock_guard<spin_mutex> lk(mutex_);
   if (!done()) throw usage_error("task '" + name_ + "' has not finished yet; exception() needs a finished task");
   retrieved_ = true;
   return error_;
@@ -440,7 +485,7 @@ void task_base::rethrow_if_failed() {
 
 void task_base::on_done(std::function<void()> callback) {
   {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<spin_mutex> lk(mutex_);
     if (!done()) {
       callbacks_.push_back(std::move(callback));
       return;

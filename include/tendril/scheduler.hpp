@@ -108,7 +108,7 @@ class TENDRIL_API task_base {
  private:
   friend struct task_runner;
   std::string name_;
-  mutable std::mutex mutex_;
+  mutable spin_mutex mutex_;
   wait_queue done_waiters_;
   std::vector<std::function<void()>> callbacks_;
   std::exception_ptr error_;

@@ -8,6 +8,7 @@
 // Nothing else wakes it, which is what makes cancellation and timeouts uniform across tendril.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -25,6 +26,24 @@ namespace detail {
 struct waiter;
 struct wait_queue_access;
 
+// A lock for state that is held for a few instructions at a time (internal): one atomic exchange to lock, a
+// store to unlock, where std::mutex costs two atomic operations and two calls into libc. Contended only between
+// OS threads; then it spins briefly and yields the CPU. Never held across a suspension.
+class TENDRIL_API spin_mutex {
+ public:
+  void lock() noexcept {
+    if (flag_.exchange(true, std::memory_order_acquire)) lock_contended();
+  }
+  bool try_lock() noexcept {
+    return !flag_.load(std::memory_order_relaxed) && !flag_.exchange(true, std::memory_order_acquire);
+  }
+  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
+
+ private:
+  void lock_contended() noexcept;
+  std::atomic<bool> flag_{false};
+};
+
 class TENDRIL_API wait_queue {
  public:
   wait_queue() = default;
@@ -37,6 +56,8 @@ class TENDRIL_API wait_queue {
   // Throws: task_cancelled if the calling task is cancelled; timeout_error if an enclosing tendril::timeout
   // scope expires. lk is locked again in every case.
   bool wait(std::unique_lock<std::mutex>& lk, std::optional<time_point> deadline = std::nullopt);
+  // The same, for a queue protected by a spin_mutex.
+  bool wait(std::unique_lock<spin_mutex>& lk, std::optional<time_point> deadline = std::nullopt);
 
   // Wake one / all parked waiters. Precondition: the protecting mutex is held.
   void notify_one() noexcept;
