@@ -86,9 +86,10 @@ struct curl_driver {
   std::vector<curl_socket_t> ready_fds;
   std::vector<curl_socket_t> processing;  // ready_fds being handed to curl (kept to reuse its capacity)
   std::vector<curl_socket_t> idle;        // registered sockets libcurl stopped watching (see socket_state)
-  std::optional<time_point> timer;
+  std::optional<time_point> timer;        // time_point::min(): due now (libcurl's common 0 ms)
   bool timer_changed = false;
-  waiter* parked = nullptr;  // the driver task, when parked
+  std::optional<time_point> sweep_at;  // when to unwatch idle connections if no transfer has started by then
+  waiter* parked = nullptr;            // the driver task, when parked
   std::shared_ptr<task_base> service;
   std::vector<pooled_easy> easy_pool;
   int running = 0;
@@ -121,8 +122,13 @@ struct curl_driver {
     if (st.registered != 0) loop->unwatch(st.fd);
     st.registered = 0;
   }
-  // Unwatches the idle connections kept registered, once no transfer runs (so that an idle thread watches no
-  // fd, and busy tasks pay no epoll_wait per round for it).
+  bool timer_due() const noexcept {
+    return timer && (*timer == time_point::min() || *timer <= std::chrono::steady_clock::now());
+  }
+  // Unwatches the idle connections kept registered, a while after the last transfer ended (so that an idle
+  // thread watches no fd, and busy tasks pay no epoll_wait per round for it). Not at once: requests often come
+  // in waves, each wave's transfers all ending before the tasks start the next.
+  static constexpr std::chrono::milliseconds idle_sweep_delay{100};
   void sweep_idle() noexcept {
     for (curl_socket_t fd : idle) {
       socket_state* st = find_state(fd);
@@ -234,6 +240,8 @@ int on_timer(CURLM*, long timeout_ms, void* userp) {
   auto* d = static_cast<curl_driver*>(userp);
   if (timeout_ms < 0) {
     d->timer.reset();
+  } else if (timeout_ms == 0) {
+    d->timer = time_point::min();  // no clock read for the most frequent case
   } else {
     d->timer = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   }
@@ -267,12 +275,20 @@ curl_driver::~curl_driver() {
 
 void curl_driver::loop_forever() {
   for (;;) {
-    const bool timer_due = timer && *timer <= std::chrono::steady_clock::now();
-    if (ready_fds.empty() && !timer_due) {
+    if (ready_fds.empty() && !timer_due()) {
+      std::optional<time_point> deadline = timer;
+      if (sweep_at) {
+        if (*sweep_at <= std::chrono::steady_clock::now()) {
+          sweep_idle();
+          sweep_at.reset();
+        } else if (!deadline || *sweep_at < *deadline) {
+          deadline = sweep_at;
+        }
+      }
       waiter w;
       parked = &w;
       timer_changed = false;
-      waiter::outcome o = park(w, nullptr, timer);
+      waiter::outcome o = park(w, nullptr, deadline);
       parked = nullptr;
       if (o == waiter::outcome::cancelled) return;  // thread teardown
     }
@@ -294,12 +310,16 @@ void curl_driver::process() {
     curl_multi_socket_action(multi, fd, mask, &running);
   }
   processing.clear();
-  if (timer && *timer <= std::chrono::steady_clock::now()) {
+  if (timer_due()) {
     timer.reset();
     curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
   }
   collect_finished();
-  if (running == 0 && !idle.empty()) sweep_idle();
+  if (running > 0 || idle.empty()) {
+    sweep_at.reset();
+  } else if (!sweep_at) {
+    sweep_at = std::chrono::steady_clock::now() + idle_sweep_delay;
+  }
 }
 
 CURL* curl_driver::acquire_easy(const std::optional<easy_profile>& want, bool& configured) {
