@@ -17,6 +17,8 @@
 #include <curl/curl.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -24,7 +26,6 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
-#include <unordered_map>
 
 #include "exec_context.hpp"
 #include "reactor.hpp"
@@ -63,18 +64,28 @@ long to_ms(const std::optional<duration>& d) {
   return static_cast<long>(std::max<long long>(std::chrono::ceil<std::chrono::milliseconds>(*d).count(), 1));
 }
 
+// One per fd number the driver has seen, kept for the driver's lifetime (fd numbers are small and reused).
+// Connection sockets are opened and closed through the driver's own callbacks, so it knows when such an fd is
+// closed; their epoll registration is therefore kept while a connection idles in libcurl's cache between two
+// transfers (libcurl reports CURL_POLL_REMOVE after every transfer and asks again for the next one): reusing a
+// kept-alive connection costs no epoll_ctl. Other sockets (a resolver's socketpair) are unwatched at once.
 struct socket_state final : io_source {
   curl_driver* driver = nullptr;
   curl_socket_t fd = CURL_SOCKET_BAD;
-  std::uint32_t pending = 0;  // epoll events not yet handed to curl
+  std::uint32_t pending = 0;     // epoll events not yet handed to curl
+  std::uint32_t wanted = 0;      // what libcurl asked to watch; 0 after CURL_POLL_REMOVE
+  std::uint32_t registered = 0;  // the events of the fd's epoll registration; 0: not registered
+  bool ours = false;             // opened by on_open_socket: its close goes through on_close_socket
   void on_ready(std::uint32_t events) noexcept override;
 };
 
 struct curl_driver {
   CURLM* multi = nullptr;
   reactor* loop = nullptr;
-  std::unordered_map<curl_socket_t, socket_state*> sockets;
+  std::vector<std::unique_ptr<socket_state>> sockets;  // by fd
   std::vector<curl_socket_t> ready_fds;
+  std::vector<curl_socket_t> processing;  // ready_fds being handed to curl (kept to reuse its capacity)
+  std::vector<curl_socket_t> idle;        // registered sockets libcurl stopped watching (see socket_state)
   std::optional<time_point> timer;
   bool timer_changed = false;
   waiter* parked = nullptr;  // the driver task, when parked
@@ -90,6 +101,34 @@ struct curl_driver {
       parked->notify(waiter::outcome::notified);
       parked = nullptr;
     }
+  }
+  socket_state& state_for(curl_socket_t fd) {
+    const auto i = static_cast<std::size_t>(fd);
+    if (i >= sockets.size()) sockets.resize(std::max<std::size_t>(i + 1, sockets.size() * 2));
+    auto& st = sockets[i];
+    if (!st) {
+      st = std::make_unique<socket_state>();
+      st->driver = this;
+      st->fd = fd;
+    }
+    return *st;
+  }
+  socket_state* find_state(curl_socket_t fd) noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    return fd >= 0 && i < sockets.size() ? sockets[i].get() : nullptr;
+  }
+  void unregister(socket_state& st) noexcept {
+    if (st.registered != 0) loop->unwatch(st.fd);
+    st.registered = 0;
+  }
+  // Unwatches the idle connections kept registered, once no transfer runs (so that an idle thread watches no
+  // fd, and busy tasks pay no epoll_wait per round for it).
+  void sweep_idle() noexcept {
+    for (curl_socket_t fd : idle) {
+      socket_state* st = find_state(fd);
+      if (st != nullptr && st->wanted == 0) unregister(*st);
+    }
+    idle.clear();
   }
   void loop_forever();
   void process();
@@ -118,43 +157,76 @@ curl_driver& driver() {
 }
 
 void socket_state::on_ready(std::uint32_t events) noexcept {
+  if (wanted == 0) {
+    // An idle connection kept registered became readable: the server closed it (or sent junk). libcurl finds
+    // out when it next checks the connection; stop watching it until then.
+    driver->unregister(*this);
+    return;
+  }
   if (pending == 0) driver->ready_fds.push_back(fd);
   pending |= events;
   driver->wake();
 }
 
-// CURLMOPT_SOCKETFUNCTION: record what to watch. Only epoll_ctl and curl_multi_assign (allowed in callbacks).
-int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
+// CURLMOPT_SOCKETFUNCTION: record what to watch. Only epoll_ctl (allowed in callbacks).
+int on_socket(CURL*, curl_socket_t s, int what, void* userp, void*) {
   auto* d = static_cast<curl_driver*>(userp);
-  auto* st = static_cast<socket_state*>(socketp);
-  if (what == CURL_POLL_REMOVE) {
-    d->loop->unwatch(s);
-    if (st != nullptr) {
-      d->sockets.erase(s);
-      delete st;
-    }
-    return 0;
-  }
-  if (st == nullptr) {
-    st = new socket_state;
-    st->driver = d;
-    st->fd = s;
-    auto [it, inserted] = d->sockets.emplace(s, st);
-    if (!inserted) {  // a stale entry for a reused fd number
-      delete it->second;
-      it->second = st;
-    }
-    curl_multi_assign(d->multi, s, st);
-  }
-  std::uint32_t events = 0;
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
   try {
-    d->loop->watch(s, events, st);
+    socket_state& st = d->state_for(s);
+    if (what == CURL_POLL_REMOVE) {
+      st.wanted = 0;
+      st.pending = 0;
+      if (st.ours && st.registered != 0) {
+        d->idle.push_back(s);  // kept registered while it idles; on_close_socket unwatches it
+      } else {
+        d->unregister(st);
+      }
+      return 0;
+    }
+    std::uint32_t events = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
+    st.wanted = events;
+    // Another socket's close (not reported to the driver) may have dropped a registration under the same fd
+    // number: only the driver's own sockets skip epoll_ctl when nothing changed.
+    if (!st.ours || st.registered != events) {
+      d->loop->watch(s, events, &st);
+      st.registered = events;
+    }
   } catch (...) {
     return -1;  // libcurl fails the transfers using this socket
   }
   return 0;
+}
+
+// CURLOPT_OPENSOCKETFUNCTION: a connection socket, as libcurl would open it, marked as the driver's own.
+curl_socket_t on_open_socket(void* userp, curlsocktype purpose, curl_sockaddr* addr) {
+  auto* d = static_cast<curl_driver*>(userp);
+  const curl_socket_t s = ::socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (s == CURL_SOCKET_BAD || purpose != CURLSOCKTYPE_IPCXN) return s;
+  try {
+    socket_state& st = d->state_for(s);
+    d->unregister(st);  // a registration left by an earlier socket of this fd number is gone with its close
+    st.ours = true;
+    st.wanted = 0;
+    st.pending = 0;
+  } catch (...) {
+    ::close(s);
+    return CURL_SOCKET_BAD;
+  }
+  return s;
+}
+
+// CURLOPT_CLOSESOCKETFUNCTION: unwatch before closing, so that the fd number can be reused safely.
+int on_close_socket(void* userp, curl_socket_t s) {
+  auto* d = static_cast<curl_driver*>(userp);
+  if (socket_state* st = d->find_state(s)) {
+    d->unregister(*st);
+    st->ours = false;
+    st->wanted = 0;
+    st->pending = 0;
+  }
+  return ::close(s);
 }
 
 // CURLMOPT_TIMERFUNCTION: record when curl wants to be called.
@@ -186,10 +258,9 @@ curl_driver::curl_driver() {
 }
 
 curl_driver::~curl_driver() {
-  curl_multi_cleanup(multi);  // may report CURL_POLL_REMOVE for open sockets
-  for (auto& [fd, st] : sockets) {
-    loop->unwatch(fd);
-    delete st;
+  curl_multi_cleanup(multi);  // closes cached connections (through on_close_socket)
+  for (auto& st : sockets) {
+    if (st) unregister(*st);
   }
   for (auto& p : easy_pool) curl_easy_cleanup(p.easy);
 }
@@ -210,23 +281,25 @@ void curl_driver::loop_forever() {
 }
 
 void curl_driver::process() {
-  std::vector<curl_socket_t> fds;
-  fds.swap(ready_fds);
-  for (curl_socket_t fd : fds) {
-    auto it = sockets.find(fd);
-    if (it == sockets.end()) continue;
-    const std::uint32_t ev = std::exchange(it->second->pending, 0U);
+  processing.swap(ready_fds);
+  for (curl_socket_t fd : processing) {
+    socket_state* st = find_state(fd);
+    if (st == nullptr) continue;
+    const std::uint32_t ev = std::exchange(st->pending, 0U);
+    if (ev == 0) continue;  // libcurl stopped watching it since
     int mask = 0;
     if ((ev & EPOLLIN) != 0) mask |= CURL_CSELECT_IN;
     if ((ev & EPOLLOUT) != 0) mask |= CURL_CSELECT_OUT;
     if ((ev & (EPOLLERR | EPOLLHUP)) != 0) mask |= CURL_CSELECT_ERR;
     curl_multi_socket_action(multi, fd, mask, &running);
   }
+  processing.clear();
   if (timer && *timer <= std::chrono::steady_clock::now()) {
     timer.reset();
     curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
   }
   collect_finished();
+  if (running == 0 && !idle.empty()) sweep_idle();
 }
 
 CURL* curl_driver::acquire_easy(const std::optional<easy_profile>& want, bool& configured) {
@@ -388,6 +461,10 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &transfer_impl::on_write);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &transfer_impl::on_header);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, &on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, driver);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, &on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, driver);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, transfer_buffer_size);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
@@ -553,6 +630,13 @@ std::string transfer::effective_url() const {
   char* u = nullptr;
   curl_easy_getinfo(impl_->easy, CURLINFO_EFFECTIVE_URL, &u);
   return u != nullptr ? std::string(u) : impl_->request.url;
+}
+
+std::string transfer::take_effective_url() {
+  char* u = nullptr;
+  curl_easy_getinfo(impl_->easy, CURLINFO_EFFECTIVE_URL, &u);
+  if (u == nullptr || impl_->request.url == u) return std::move(impl_->request.url);
+  return u;
 }
 
 http::headers_map& transfer::headers() noexcept { return impl_->headers; }

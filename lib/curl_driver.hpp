@@ -69,6 +69,9 @@ class transfer {
   std::string describe_failure() const;
   long status() const;
   std::string effective_url() const;
+  // The effective URL, taking request().url's string when it is the same (no redirect): request().url is empty
+  // afterwards. For building the response once the transfer is over.
+  std::string take_effective_url();
   http::headers_map& headers() noexcept;
   std::string& body() noexcept;
   duration elapsed() const noexcept;

@@ -347,7 +347,7 @@ response perform(session_state& s, std::string_view method, std::string_view url
   r.status = t.status();
   r.headers = std::move(t.headers());
   r.body = std::move(t.body());
-  r.url = t.effective_url();
+  r.url = t.take_effective_url();
   r.elapsed = t.elapsed();
   if (may_retry && is_retryable_status(r.status)) throw status_error(r.status, r.url);
   return r;

@@ -5,6 +5,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +32,9 @@ namespace tendril {
 std::size_t default_stack_size() noexcept { return 256 * 1024; }
 
 namespace detail {
+
+__thread const stack_label* tl_current_label __attribute__((tls_model("initial-exec"))) = nullptr;
+
 namespace {
 
 std::size_t page_size() noexcept {
@@ -37,22 +42,65 @@ std::size_t page_size() noexcept {
   return size;
 }
 
-// Pooled stacks per thread: at most this many bytes of usable stack are kept for reuse.
-constexpr std::size_t pool_byte_limit = 64UL * 1024 * 1024;
+// Pooled stacks per thread: at most this many freed stacks, and at most this many bytes of usable stack, are kept
+// for reuse. Counted in stacks, so that a batch of a thousand default-size tasks finishing at once is reused by the
+// next batch instead of being unmapped and mapped again; a pooled stack keeps only the pages its last user
+// touched resident, so the byte limit bounds what the pool can hold resident in the worst case.
+constexpr std::size_t pool_count_limit = 1024;
+constexpr std::size_t pool_byte_limit = 256UL * 1024 * 1024;
+// Stacks beyond the limits are unmapped in batches of this many: sorted by address, adjacent ones (the usual case
+// when a crowd of tasks spawned together finishes together) go in one munmap() call.
+constexpr std::size_t release_batch = 128;
+// New stacks are mapped a slab at a time (one mmap() for several stacks) when guard pages need no mapping of their
+// own (see guard_mode): up to this many bytes or stacks per slab.
+constexpr std::size_t slab_bytes = 4UL * 1024 * 1024;
+constexpr std::size_t slab_max_stacks = 64;
+
+// How guard pages are made. MADV_GUARD_INSTALL (Linux 6.13) marks pages in the page tables: no separate mapping,
+// so a whole slab of stacks is one VMA (and adjacent slabs merge), which makes mapping, unmapping and the VMA count
+// (vm.max_map_count) cheap. Older kernels, and valgrind (which knows nothing of guard markers), get one mapping per
+// stack with an mprotect(PROT_NONE) guard page: two VMAs per stack.
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+enum class guard_mode { unknown, marker, mprotect };
+std::atomic<guard_mode> guard_kind{guard_mode::unknown};
+
+// Free stacks of one usable size.
+struct size_class {
+  std::size_t size = 0;
+  std::vector<stack_block> free;  // freed stacks, most recently freed last
+  // The not yet used part of the last slab: stacks are carved from `fresh_top` downwards while above `fresh_low`.
+  char* fresh_top = nullptr;
+  char* fresh_low = nullptr;
+};
 
 struct thread_pool_state {
-  std::unordered_map<std::size_t, std::vector<stack_block>> free_by_size;
+  std::vector<size_class> classes;  // few sizes in practice: a linear search beats hashing
+  std::vector<stack_block> releasing;
   std::unordered_map<const char*, unsigned> valgrind_ids;  // only used under valgrind
   std::size_t pooled_bytes = 0;
   stack_pool_stats stats;
   ~thread_pool_state();
+
+  size_class& class_for(std::size_t size) {
+    for (auto& c : classes) {
+      if (c.size == size) return c;
+    }
+    classes.push_back(size_class{size, {}, nullptr, nullptr});
+    return classes.back();
+  }
+  void flush_releasing() noexcept;
 };
 
-// Set false once the thread's pool is destroyed: stacks freed later (by Boost.Fiber's teardown) are unmapped.
-thread_local bool pool_alive = false;
+enum class pool_phase : unsigned char { unborn, alive, dead };
+// initial-exec: read on every allocation and free; a general-dynamic access from a shared library costs a
+// __tls_get_addr call. Dead once the thread's pool is destroyed: stacks freed later (by Boost.Fiber's teardown)
+// are unmapped at once.
+thread_local thread_pool_state* tl_pool __attribute__((tls_model("initial-exec"))) = nullptr;
+thread_local pool_phase tl_pool_phase __attribute__((tls_model("initial-exec"))) = pool_phase::unborn;
 
-void unmap(thread_pool_state* st, const stack_block& b) noexcept {
-  char* low = b.top - b.size - page_size();
+void deregister_with_valgrind(thread_pool_state* st, const stack_block& b) noexcept {
   if (RUNNING_ON_VALGRIND != 0 && st != nullptr) {
     auto it = st->valgrind_ids.find(b.top);
     if (it != st->valgrind_ids.end()) {
@@ -60,29 +108,118 @@ void unmap(thread_pool_state* st, const stack_block& b) noexcept {
       st->valgrind_ids.erase(it);
     }
   }
-  ::munmap(low, b.size + page_size());
+}
+
+void unmap(thread_pool_state* st, const stack_block& b) noexcept {
+  deregister_with_valgrind(st, b);
+  ::munmap(b.top - b.size - page_size(), b.size + page_size());
   if (st != nullptr) --st->stats.mapped;
 }
 
+void thread_pool_state::flush_releasing() noexcept {
+  if (releasing.empty()) return;
+  std::sort(releasing.begin(), releasing.end(),
+            [](const stack_block& a, const stack_block& b) { return a.top < b.top; });
+  const std::size_t page = page_size();
+  char* run_low = nullptr;
+  char* run_high = nullptr;
+  for (const stack_block& b : releasing) {
+    deregister_with_valgrind(this, b);
+    char* low = b.top - b.size - page;
+    if (run_high != low) {
+      if (run_high != nullptr) ::munmap(run_low, static_cast<std::size_t>(run_high - run_low));
+      run_low = low;
+    }
+    run_high = b.top;
+  }
+  ::munmap(run_low, static_cast<std::size_t>(run_high - run_low));
+  stats.mapped -= releasing.size();
+  releasing.clear();
+}
+
 thread_pool_state::~thread_pool_state() {
-  pool_alive = false;
-  for (auto& [size, blocks] : free_by_size) {
-    for (auto& b : blocks) unmap(this, b);
+  tl_pool = nullptr;
+  tl_pool_phase = pool_phase::dead;
+  flush_releasing();
+  for (auto& c : classes) {
+    for (auto& b : c.free) releasing.push_back(b);
+    if (c.fresh_top != c.fresh_low) ::munmap(c.fresh_low, static_cast<std::size_t>(c.fresh_top - c.fresh_low));
   }
+  flush_releasing();
 }
 
-thread_pool_state* pool() noexcept {
+[[gnu::noinline]] thread_pool_state* create_pool() noexcept {
+  if (tl_pool_phase != pool_phase::unborn) return nullptr;
   thread_local thread_pool_state state;
-  thread_local bool initialised = false;
-  if (!initialised) {
-    initialised = true;
-    pool_alive = true;
-  }
-  return pool_alive ? &state : nullptr;
+  tl_pool = &state;
+  tl_pool_phase = pool_phase::alive;
+  return &state;
 }
 
-// The label of the stack this thread runs on. initial-exec TLS so the signal handler can read it safely.
-__thread const stack_label* tl_current_label __attribute__((tls_model("initial-exec"))) = nullptr;
+inline thread_pool_state* pool() noexcept {
+  thread_pool_state* st = tl_pool;
+  return st != nullptr ? st : create_pool();
+}
+
+// Maps a slab of stacks of `size` usable bytes with guard markers into `c`'s fresh range. False if guard markers
+// are not supported (then nothing is left mapped).
+bool map_slab(size_class& c, std::size_t size) {
+  const std::size_t page = page_size();
+  const std::size_t stride = size + page;
+  const std::size_t n = std::clamp<std::size_t>(slab_bytes / stride, 1, slab_max_stacks);
+  void* mem = ::mmap(nullptr, n * stride, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mem == MAP_FAILED) throw std::bad_alloc();
+  char* base = static_cast<char*>(mem);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (::madvise(base + i * stride, page, MADV_GUARD_INSTALL) != 0) {
+      ::munmap(mem, n * stride);
+      return false;
+    }
+  }
+  // A previous slab's leftover (fewer than one stack short of a slab) is simply given back.
+  if (c.fresh_top != c.fresh_low) ::munmap(c.fresh_low, static_cast<std::size_t>(c.fresh_top - c.fresh_low));
+  c.fresh_low = base;
+  c.fresh_top = base + n * stride;
+  return true;
+}
+
+// One stack with its own mapping and an mprotect'd guard page.
+stack_block map_single(std::size_t size) {
+  const std::size_t page = page_size();
+  void* mem = ::mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+  if (mem == MAP_FAILED) throw std::bad_alloc();
+  if (::mprotect(mem, page, PROT_NONE) != 0) {
+    // ENOMEM here usually means vm.max_map_count is exhausted (two mappings per stack).
+    ::munmap(mem, size + page);
+    throw std::bad_alloc();
+  }
+  return stack_block{static_cast<char*>(mem) + page + size, size};
+}
+
+// A new stack, for the pool `st` (may be null).
+stack_block map_stack(thread_pool_state* st, std::size_t size) {
+  guard_mode mode = guard_kind.load(std::memory_order_relaxed);
+  if (mode == guard_mode::unknown) {
+    mode = RUNNING_ON_VALGRIND != 0 ? guard_mode::mprotect : guard_mode::marker;
+    guard_kind.store(mode, std::memory_order_relaxed);
+  }
+  if (mode == guard_mode::marker && st != nullptr) {
+    size_class& c = st->class_for(size);
+    const std::size_t stride = size + page_size();
+    if (static_cast<std::size_t>(c.fresh_top - c.fresh_low) < stride) {
+      if (!map_slab(c, size)) {
+        guard_kind.store(guard_mode::mprotect, std::memory_order_relaxed);
+        return map_single(size);
+      }
+    }
+    stack_block b{c.fresh_top, size};
+    c.fresh_top -= stride;
+    return b;
+  }
+  return map_single(size);
+}
 
 // --- stack overflow reporting ---------------------------------------------------------------------------------
 
@@ -189,10 +326,10 @@ stack_block allocate_stack(std::size_t size) {
   size = usable_stack_size(size);
   thread_pool_state* st = pool();
   if (st != nullptr) {
-    auto it = st->free_by_size.find(size);
-    if (it != st->free_by_size.end() && !it->second.empty()) {
-      stack_block b = it->second.back();
-      it->second.pop_back();
+    size_class& c = st->class_for(size);
+    if (!c.free.empty()) {
+      stack_block b = c.free.back();
+      c.free.pop_back();
       st->pooled_bytes -= size;
       --st->stats.pooled;
       ++st->stats.in_use;
@@ -202,16 +339,7 @@ stack_block allocate_stack(std::size_t size) {
     }
   }
   install_overflow_handler();
-  const std::size_t page = page_size();
-  void* mem = ::mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (mem == MAP_FAILED) throw std::bad_alloc();
-  if (::mprotect(mem, page, PROT_NONE) != 0) {
-    // ENOMEM here usually means vm.max_map_count is exhausted (two mappings per stack).
-    ::munmap(mem, size + page);
-    throw std::bad_alloc();
-  }
-  stack_block b{static_cast<char*>(mem) + page + size, size};
+  stack_block b = map_stack(st, size);
   if (st != nullptr) {
     ++st->stats.mapped;
     ++st->stats.in_use;
@@ -229,22 +357,20 @@ void free_stack(stack_block block) noexcept {
     return;
   }
   --st->stats.in_use;
-  if (st->pooled_bytes + block.size > pool_byte_limit) {
-    unmap(st, block);
-    return;
-  }
   try {
-    st->free_by_size[block.size].push_back(block);
+    if (st->stats.pooled < pool_count_limit && st->pooled_bytes + block.size <= pool_byte_limit) {
+      st->class_for(block.size).free.push_back(block);
+      st->pooled_bytes += block.size;
+      ++st->stats.pooled;
+      return;
+    }
+    if (st->releasing.capacity() == 0) st->releasing.reserve(release_batch);
+    st->releasing.push_back(block);
+    if (st->releasing.size() >= release_batch) st->flush_releasing();
   } catch (...) {
     unmap(st, block);
-    return;
   }
-  st->pooled_bytes += block.size;
-  ++st->stats.pooled;
 }
-
-const stack_label* current_stack_label() noexcept { return tl_current_label; }
-void set_current_stack_label(const stack_label* label) noexcept { tl_current_label = label; }
 
 void label_stack(stack_label& label, const stack_block& block) noexcept {
   label.size = block.size;
@@ -256,7 +382,9 @@ void label_stack(stack_label& label, const stack_block& block) noexcept {
 
 stack_pool_stats stack_pool_statistics() noexcept {
   detail::thread_pool_state* st = detail::pool();
-  return st != nullptr ? st->stats : stack_pool_stats{};
+  if (st == nullptr) return stack_pool_stats{};
+  st->flush_releasing();  // stacks waiting to be unmapped in a batch count as unmapped
+  return st->stats;
 }
 
 }  // namespace tendril

@@ -29,9 +29,10 @@ struct stack_label {
 };
 
 // The label of the stack the calling thread runs on now (null: the thread's own stack). Every context switch
-// sets it; the SIGSEGV handler reads it.
-const stack_label* current_stack_label() noexcept;
-void set_current_stack_label(const stack_label* label) noexcept;
+// sets it; the SIGSEGV handler reads it. initial-exec TLS: inline and signal-safe, no __tls_get_addr call.
+extern __thread const stack_label* tl_current_label __attribute__((tls_model("initial-exec")));
+inline const stack_label* current_stack_label() noexcept { return tl_current_label; }
+inline void set_current_stack_label(const stack_label* label) noexcept { tl_current_label = label; }
 // Fills `label` for `block`.
 void label_stack(stack_label& label, const stack_block& block) noexcept;
 
