@@ -286,7 +286,7 @@ TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr&
     throw greenlet_error("cannot switch to a greenlet of another thread or task");
   }
   greenlet_impl* self = d->current;
-  if (!target->started || target->dead) [[unlikely]]
+  if (target->dead || (!target->started && (e || !target->run))) [[unlikely]]
     target = resolve(target, v, e);
   if (target == self) [[unlikely]] {
     if (e) std::rethrow_exception(e);
