@@ -410,7 +410,7 @@ void teardown_domain(greenlet_domain* d) noexcept {
   release_domain(d);
 }
 
-greenlet_impl* new_greenlet(greenlet::run_function run, greenlet_impl* parent, stack_options stack) {
+greenlet_impl* new_greenlet(greenlet::run_function&& run, greenlet_impl* parent, stack_options&& stack) {
   greenlet_domain* d = current_domain();
   if (parent != nullptr && parent->domain != d) {
     throw greenlet_error("a greenlet's parent must belong to the same thread or task");
@@ -449,7 +449,7 @@ void end_domain(greenlet_domain** slot) noexcept {
 
 greenlet::greenlet() : impl_(detail::new_greenlet(nullptr, nullptr, {})) {}
 
-greenlet::greenlet(run_function run, detail::greenlet_impl* parent, stack_options stack)
+greenlet::greenlet(run_function&& run, detail::greenlet_impl* parent, stack_options&& stack)
     : impl_(detail::new_greenlet(std::move(run), parent, std::move(stack))) {}
 
 greenlet::greenlet(detail::greenlet_impl* impl) noexcept : impl_(impl) { detail::acquire(impl_); }

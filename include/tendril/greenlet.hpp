@@ -190,7 +190,7 @@ class TENDRIL_API greenlet {
   explicit greenlet(detail::greenlet_impl* impl) noexcept;
 
  private:
-  greenlet(run_function run, detail::greenlet_impl* parent, stack_options stack);
+  greenlet(run_function&& run, detail::greenlet_impl* parent, stack_options&& stack);
   detail::greenlet_impl* impl_;
 };
 
