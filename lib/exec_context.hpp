@@ -51,6 +51,10 @@ struct waiter {
   wait_queue* queue = nullptr;
   waiter* prev = nullptr;
   waiter* next = nullptr;
+  // Set (under `spin`) while a deferred_wakeups still has to wake this waiter; park() does not return before it
+  // is clear, so the waiter and its task outlive the wake-up.
+  std::atomic<bool> wake_pending{false};
+  waiter* next_deferred = nullptr;
 };
 
 // The context running now (the thread's main context when no task runs). Installs the scheduler if needed.

@@ -2,12 +2,16 @@
 //
 // The only file that implements boost::fibers::algo::algorithm. Round-robin over ready fibers, plus:
 //  - suspend_until() waits in epoll_wait() until the earliest fiber deadline (sleeps, timed waits and the curl
-//    driver's timer are all fiber deadlines), an fd event, or notify();
-//  - notify() writes an eventfd, so a fiber made ready from another OS thread wakes the loop;
+//    driver's timer are all fiber deadlines), an fd event, or notify(); with no fd watched, on a futex instead;
+//  - notify() wakes that wait (eventfd write or futex wake), so a fiber made ready from another OS thread wakes
+//    the loop; it makes no system call while the loop is not asleep;
 //  - while fibers stay runnable, the reactor is polled without blocking once per round of the ready queue (when
 //    the dispatcher's turn comes), so I/O never starves behind busy tasks.
+#include <linux/futex.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/fiber/algo/algorithm.hpp>
@@ -169,6 +173,71 @@ class reactor_algorithm final : public fibers::algo::algorithm {
 
   void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override {
     // Never block on fiber primitives here: this runs on the dispatcher with no fiber to switch to.
+    //
+    // With no fd watched there is nothing for epoll to report but notify(): then sleep on a futex, which is what
+    // a remote wake-up costs with Boost's own algorithms (one wake, one wait), instead of an eventfd write, an
+    // epoll_wait() and an eventfd read. notify() and this follow Dekker's pattern: this stores how it is about
+    // to sleep, then looks at pending_; notify() stores pending_, then looks at how (and whether) it sleeps.
+    // Either this sees the notification and does not sleep, or notify() sees the sleep and ends it.
+    const bool io = watched_ > 0 || untracked_watch.load(std::memory_order_relaxed);
+    sleeping_.store(io ? sleep_epoll : sleep_futex, std::memory_order_seq_cst);
+    if (pending_.exchange(0, std::memory_order_seq_cst) != 0) {
+      sleeping_.store(sleep_none, std::memory_order_relaxed);
+      return;  // a wake-up arrived since the scheduler last looked at its remote queue: look again
+    }
+    if (!io) {
+      futex_sleep(deadline);
+    } else {
+      epoll_sleep(deadline);
+    }
+    sleeping_.store(sleep_none, std::memory_order_relaxed);
+    // Whatever woke us, the scheduler looks at its remote queue next: a notify() from before this point needs
+    // no further wake-up.
+    pending_.store(0, std::memory_order_relaxed);
+  }
+
+  void notify() noexcept override {
+    // Called on the waking thread, after the woken context has been queued.
+    const int how = pending_.exchange(1, std::memory_order_seq_cst) != 0
+                        ? sleep_none  // already notified, not yet consumed
+                        : sleeping_.load(std::memory_order_seq_cst);
+    if (how == sleep_futex) {
+      // The futex wake needs only the address: let the woken task go on at once (see tl_wake_pending). Should
+      // its thread be gone by then, the wake finds no waiter or, at worst, a spurious one.
+      void* word = &pending_;
+      release_woken();
+      ::syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+      return;
+    }
+    if (how == sleep_epoll) reactor_.interrupt();  // uses the eventfd: the woken task must wait for this
+    release_woken();
+  }
+
+  reactor& get_reactor() noexcept { return reactor_; }
+
+  // fds the reactor watches, besides its eventfd. Closing a watched fd without unwatching it leaves the count
+  // too high, which only costs a poll per round.
+  std::size_t watched_ = 0;
+  // Set if a reactor was ever changed from a thread other than its own (not done by tendril; counted no more).
+  static inline std::atomic<bool> untracked_watch{false};
+
+ private:
+  enum : int { sleep_none, sleep_futex, sleep_epoll };
+
+  void futex_sleep(std::chrono::steady_clock::time_point const& deadline) noexcept {
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which is steady_clock's.
+    timespec ts{};
+    const timespec* at = nullptr;
+    if (deadline != std::chrono::steady_clock::time_point::max()) {
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch()).count();
+      ts.tv_sec = static_cast<time_t>(ns / 1000000000);
+      ts.tv_nsec = static_cast<long>(ns % 1000000000);
+      at = &ts;
+    }
+    ::syscall(SYS_futex, &pending_, FUTEX_WAIT_BITSET_PRIVATE, 0, at, nullptr, FUTEX_BITSET_MATCH_ANY);
+  }
+
+  void epoll_sleep(std::chrono::steady_clock::time_point const& deadline) noexcept {
     int timeout_ms = -1;
     if (deadline != std::chrono::steady_clock::time_point::max()) {
       auto left = deadline - std::chrono::steady_clock::now();
@@ -184,17 +253,17 @@ class reactor_algorithm final : public fibers::algo::algorithm {
     polled_ = true;
   }
 
-  void notify() noexcept override { reactor_.interrupt(); }
+  static void release_woken() noexcept {
+    if (std::atomic<bool>* flag = tl_wake_pending) {
+      tl_wake_pending = nullptr;
+      flag->store(false, std::memory_order_release);
+    }
+  }
 
-  reactor& get_reactor() noexcept { return reactor_; }
-
-  // fds the reactor watches, besides its eventfd. Closing a watched fd without unwatching it leaves the count
-  // too high, which only costs a poll per round.
-  std::size_t watched_ = 0;
-  // Set if a reactor was ever changed from a thread other than its own (not done by tendril; counted no more).
-  static inline std::atomic<bool> untracked_watch{false};
-
- private:
+  // 1 once notify() has been called and the dispatcher has not yet looked (a futex word: 32 bits).
+  std::atomic<int> pending_{0};
+  // How the dispatcher sleeps now, if it does: sleep_none, sleep_futex or sleep_epoll.
+  std::atomic<int> sleeping_{sleep_none};
   fibers::scheduler::ready_queue_type ready_;
   std::size_t ready_count_ = 0;
   bool polled_ = false;  // suspend_until() has just polled the reactor
@@ -225,6 +294,8 @@ void count_watched(reactor* r, int delta) noexcept {
 }
 
 }  // namespace
+
+thread_local std::atomic<bool>* tl_wake_pending __attribute__((tls_model("initial-exec"))) = nullptr;
 
 reactor& install_scheduler() {
   if (tl_reactor != nullptr) return *tl_reactor;

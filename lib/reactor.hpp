@@ -5,6 +5,7 @@
 // happened and wake a parked task ("callbacks record, the loop acts").
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace tendril::detail {
@@ -48,5 +49,10 @@ class reactor {
 
 // Installs tendril's scheduling algorithm on the calling thread (once) and returns its reactor.
 reactor& install_scheduler();
+
+// Set by a deferred wake-up (scheduler.cpp) around a wake that may notify another thread's scheduler. That
+// scheduling algorithm's notify() clears the flag it points to as soon as the woken context is queued and it has
+// no more business with it, before it makes its system call, so the woken task need not wait for that call.
+extern thread_local std::atomic<bool>* tl_wake_pending __attribute__((tls_model("initial-exec")));
 
 }  // namespace tendril::detail

@@ -189,6 +189,15 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
     if (w.state == waiter::outcome::waiting) w.state = waiter::outcome::timed_out;
     result = w.state;
   }
+  // A deferred wake-up chose w but has not finished waking it (we were woken by the deadline, or its wake() is
+  // still returning): wait for it, it is a few instructions away.
+  for (int spins = 0; w.wake_pending.load(std::memory_order_acquire); ++spins) {
+    if (spins < 256) {
+      __builtin_ia32_pause();
+    } else {
+      std::this_thread::yield();  // the waking thread was preempted
+    }
+  }
   if (cancellable) {
     // Once this is done no cancel() can still be using w (it notifies it under the same lock).
     std::unique_lock<spinlock> lk = lock_spin(self.lock);
@@ -226,6 +235,7 @@ void unlink(wait_queue* q, waiter* w) noexcept;
 struct wait_queue_access {
   static waiter*& head(wait_queue& q) { return q.head_; }
   static waiter*& tail(wait_queue& q) { return q.tail_; }
+  static waiter*& head(deferred_wakeups& d) { return d.head_; }
 };
 
 namespace {
@@ -275,6 +285,53 @@ void wait_queue::notify_one() noexcept {
     waiter* w = head_;
     unlink(this, w);
     if (w->notify(waiter::outcome::notified)) return;
+  }
+}
+
+namespace {
+// Decides to wake w (as waiter::notify() does) but leaves the wake-up to `later`. True if w was still waiting.
+bool notify_later(waiter* w, deferred_wakeups& later) noexcept {
+  std::unique_lock<spinlock> lk = lock_spin(w->spin);
+  if (w->state != waiter::outcome::waiting) return false;
+  w->state = waiter::outcome::notified;
+  w->wake_pending.store(true, std::memory_order_relaxed);  // published by the unlock
+  waiter*& head = wait_queue_access::head(later);
+  w->next_deferred = head;
+  head = w;
+  return true;
+}
+}  // namespace
+
+void deferred_wakeups::run_all() noexcept {
+  waiter* w = head_;
+  head_ = nullptr;
+  while (w != nullptr) {
+    waiter* next = w->next_deferred;
+    // notify_later() took w's spinlock, which the parked context releases only once it is switched out: it is
+    // suspended (or already resumed by its deadline, and the waker's epoch makes this a no-op).
+    tl_wake_pending = &w->wake_pending;
+    w->waker.wake();
+    if (tl_wake_pending != nullptr) {  // no remote notify() released it
+      tl_wake_pending = nullptr;
+      w->wake_pending.store(false, std::memory_order_release);  // from here on w may be gone
+    }
+    w = next;
+  }
+}
+
+void wait_queue::notify_one(deferred_wakeups& later) noexcept {
+  while (head_ != nullptr) {
+    waiter* w = head_;
+    unlink(this, w);
+    if (notify_later(w, later)) return;
+  }
+}
+
+void wait_queue::notify_all(deferred_wakeups& later) noexcept {
+  while (head_ != nullptr) {
+    waiter* w = head_;
+    unlink(this, w);
+    notify_later(w, later);
   }
 }
 

@@ -64,11 +64,12 @@ struct future_state {
   }
   template <class F>
   void fulfil(F&& store) {
+    deferred_wakeups later;  // wakes the waiters after `lk` is released
     std::lock_guard<std::mutex> lk(mutex);
     if (ready) throw usage_error("promise already satisfied: set_value/set_exception may be called only once");
     store();
     ready = true;
-    waiters.notify_all();
+    waiters.notify_all(later);
   }
 };
 }  // namespace detail

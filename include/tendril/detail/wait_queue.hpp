@@ -44,6 +44,27 @@ class TENDRIL_API spin_mutex {
   std::atomic<bool> flag_{false};
 };
 
+// Wake-ups decided under a queue's lock and carried out when this object is destroyed, which should be after that
+// lock is released: the woken task then finds the lock free. Matters when the waker is another OS thread: waking
+// a sleeping thread is a system call, and a lock held across it is a lock the woken task spins or sleeps on.
+// Declare it before the lock guard. A waiter stays parked (its stack alive) until its wake-up has been done.
+class TENDRIL_API deferred_wakeups {
+ public:
+  deferred_wakeups() = default;
+  deferred_wakeups(const deferred_wakeups&) = delete;
+  deferred_wakeups& operator=(const deferred_wakeups&) = delete;
+  ~deferred_wakeups() { run(); }
+  // Carries out the wake-ups collected so far.
+  void run() noexcept {
+    if (head_ != nullptr) run_all();
+  }
+
+ private:
+  friend struct wait_queue_access;
+  void run_all() noexcept;
+  waiter* head_ = nullptr;
+};
+
 class TENDRIL_API wait_queue {
  public:
   wait_queue() = default;
@@ -62,6 +83,9 @@ class TENDRIL_API wait_queue {
   // Wake one / all parked waiters. Precondition: the protecting mutex is held.
   void notify_one() noexcept;
   void notify_all() noexcept;
+  // The same, with the wake-ups themselves carried out by `later` (see deferred_wakeups).
+  void notify_one(deferred_wakeups& later) noexcept;
+  void notify_all(deferred_wakeups& later) noexcept;
   bool empty() const noexcept { return head_ == nullptr; }
 
  private:
