@@ -38,11 +38,11 @@ constexpr std::size_t easy_pool_limit = 256;
 
 struct curl_driver;
 
-// How a pooled easy handle was last configured, when that request was "plain": a GET with no extra headers, no
-// body, no progress callback, never paused, run to completion. A plain request that finds a handle with the same
-// profile reuses it as configured (only the per-transfer pointers and the URL are set again), as a hand-written
-// libcurl loop reuses its handles; any other handle is curl_easy_reset first. Resetting and re-parsing every
-// option costs more than a small transfer's own work.
+// How a pooled transfer's easy handle was last configured, when that request was "plain": a GET with no extra
+// headers, no body, no progress callback, never paused, run to completion. A plain request that finds a handle
+// with the same profile reuses it as configured (only the URL is set again: the other per-transfer pointers point
+// into the same pooled transfer_impl), as a hand-written libcurl loop reuses its handles; any other handle is
+// curl_easy_reset first. Resetting and re-parsing every option costs more than a small transfer's own work.
 struct easy_profile {
   bool follow_redirects = true;
   long max_redirects = 10;
@@ -52,11 +52,6 @@ struct easy_profile {
   long timeout_ms = 0;  // 0: none
   long connect_timeout_ms = 0;
   bool operator==(const easy_profile&) const = default;
-};
-
-struct pooled_easy {
-  CURL* easy = nullptr;
-  std::optional<easy_profile> profile;  // set: configured for this plain profile; empty: reset, blank
 };
 
 long to_ms(const std::optional<duration>& d) {
@@ -91,7 +86,7 @@ struct curl_driver {
   std::optional<time_point> sweep_at;  // when to unwatch idle connections if no transfer has started by then
   waiter* parked = nullptr;            // the driver task, when parked
   std::shared_ptr<task_base> service;
-  std::vector<pooled_easy> easy_pool;
+  std::vector<transfer_impl*> spare;  // finished transfers, each with its easy handle, for reuse
   int running = 0;
 
   curl_driver();
@@ -139,10 +134,10 @@ struct curl_driver {
   void loop_forever();
   void process();
   void collect_finished();
-  // A handle; `configured` tells whether it is already set up for `want` (a plain request's profile).
-  CURL* acquire_easy(const std::optional<easy_profile>& want, bool& configured);
-  // Returns a handle to the pool: kept as configured with `profile`, or reset when there is none.
-  void release_easy(CURL* e, std::optional<easy_profile> profile) noexcept;
+  // A pooled transfer (with its easy handle) or a new one.
+  transfer_impl* acquire();
+  // Back to the pool (or freed when the pool is full).
+  void release(transfer_impl* t) noexcept;
 };
 
 thread_local curl_driver* tl_driver = nullptr;
@@ -265,14 +260,6 @@ curl_driver::curl_driver() {
   curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 }
 
-curl_driver::~curl_driver() {
-  curl_multi_cleanup(multi);  // closes cached connections (through on_close_socket)
-  for (auto& st : sockets) {
-    if (st) unregister(*st);
-  }
-  for (auto& p : easy_pool) curl_easy_cleanup(p.easy);
-}
-
 void curl_driver::loop_forever() {
   for (;;) {
     if (ready_fds.empty() && !timer_due()) {
@@ -322,43 +309,14 @@ void curl_driver::process() {
   }
 }
 
-CURL* curl_driver::acquire_easy(const std::optional<easy_profile>& want, bool& configured) {
-  configured = false;
-  if (!easy_pool.empty()) {
-    pooled_easy p = std::move(easy_pool.back());
-    easy_pool.pop_back();
-    if (p.profile) {
-      if (want && *p.profile == *want) {
-        configured = true;
-      } else {
-        curl_easy_reset(p.easy);
-      }
-    }
-    return p.easy;
-  }
-  CURL* e = curl_easy_init();
-  if (e == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
-  return e;
-}
-
-void curl_driver::release_easy(CURL* e, std::optional<easy_profile> profile) noexcept {
-  if (easy_pool.size() >= easy_pool_limit) {
-    curl_easy_cleanup(e);
-    return;
-  }
-  if (!profile) curl_easy_reset(e);
-  try {
-    easy_pool.push_back(pooled_easy{e, std::move(profile)});
-  } catch (...) {
-    curl_easy_cleanup(e);
-  }
-}
-
 }  // namespace
 
+// One transfer's state and its easy handle; pooled by the driver, so kept across transfers (with the handle's
+// configuration, see easy_profile) and reset by begin().
 struct transfer_impl {
   curl_driver* driver = nullptr;
   CURL* easy = nullptr;
+  std::optional<easy_profile> configured_for;  // how `easy` is set up while pooled; empty: blank (new or reset)
   transfer_request request;
   body_sink* sink = nullptr;
   curl_slist* header_list = nullptr;
@@ -374,6 +332,45 @@ struct transfer_impl {
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
   time_point ended{};
+
+  transfer_impl() = default;
+  ~transfer_impl() {
+    if (easy != nullptr) curl_easy_cleanup(easy);
+  }
+  transfer_impl(const transfer_impl&) = delete;
+  transfer_impl& operator=(const transfer_impl&) = delete;
+
+  // Resets the per-transfer state for a new request.
+  void begin(transfer_request r, body_sink* s) {
+    request = std::move(r);
+    sink = s;
+    header_list = nullptr;
+    body.clear();
+    headers.clear();
+    error_buffer[0] = '\0';
+    code = CURLE_OK;
+    added = finished = paused = ever_paused = false;
+    profile.reset();
+    parked = nullptr;
+  }
+  // After the transfer: keeps the handle configured for a plain request that ran to its end (not aborted, never
+  // paused), resets it otherwise; drops what could hold much memory while pooled.
+  void end() noexcept {
+    curl_slist_free_all(header_list);
+    header_list = nullptr;
+    if (profile && finished && !ever_paused) {
+      configured_for = std::move(profile);
+    } else {
+      curl_easy_reset(easy);
+      configured_for.reset();
+    }
+    profile.reset();
+    std::string().swap(request.body);
+    std::string().swap(body);
+    headers.clear();
+    request.on_progress = nullptr;
+    sink = nullptr;
+  }
 
   // Wakes the owning task once per park: libcurl delivers a body in many small writes.
   void notify_owner() noexcept {
@@ -523,33 +520,34 @@ struct transfer_impl {
   }
 };
 
-transfer::transfer(transfer_request request, body_sink* sink) : impl_(std::make_unique<transfer_impl>()) {
-  impl_->driver = &driver();
-  impl_->request = std::move(request);
-  impl_->sink = sink;
-  impl_->profile = transfer_impl::plain_profile(impl_->request);
-  bool configured = false;
-  impl_->easy = impl_->driver->acquire_easy(impl_->profile, configured);
+transfer::transfer(transfer_request request, body_sink* sink) {
+  curl_driver& d = driver();
+  impl_.reset(d.acquire());
+  transfer_impl& t = *impl_;
+  t.begin(std::move(request), sink);
+  std::optional<easy_profile> want = transfer_impl::plain_profile(t.request);
   try {
-    if (configured) {
-      impl_->configure_transfer();
-      curl_easy_setopt(impl_->easy, CURLOPT_HTTPGET, 1L);
+    if (want && t.configured_for == want) {
+      curl_easy_setopt(t.easy, CURLOPT_URL, t.request.url.c_str());
+      curl_easy_setopt(t.easy, CURLOPT_HTTPGET, 1L);
     } else {
-      impl_->configure();
+      if (t.configured_for) curl_easy_reset(t.easy);
+      t.configured_for.reset();
+      t.configure();
     }
   } catch (...) {
-    curl_slist_free_all(impl_->header_list);
-    impl_->driver->release_easy(impl_->easy, std::nullopt);
+    t.end();
+    d.release(impl_.release());
     throw;
   }
+  t.profile = std::move(want);
 }
 
 transfer::~transfer() {
   abort();
-  curl_slist_free_all(impl_->header_list);
-  // Kept configured only after a plain transfer that ran to its end (not aborted, never paused).
-  const bool clean = impl_->profile && impl_->finished && !impl_->ever_paused;
-  impl_->driver->release_easy(impl_->easy, clean ? std::move(impl_->profile) : std::nullopt);
+  impl_->end();
+  curl_driver* d = impl_->driver;
+  d->release(impl_.release());
 }
 
 void transfer::start() {
@@ -665,6 +663,38 @@ duration transfer::elapsed() const noexcept {
   return (impl_->finished ? impl_->ended : std::chrono::steady_clock::now()) - impl_->started;
 }
 const transfer_request& transfer::request() const noexcept { return impl_->request; }
+
+curl_driver::~curl_driver() {
+  curl_multi_cleanup(multi);  // closes cached connections (through on_close_socket)
+  for (auto& st : sockets) {
+    if (st) unregister(*st);
+  }
+  for (transfer_impl* t : spare) delete t;
+}
+
+transfer_impl* curl_driver::acquire() {
+  if (!spare.empty()) {
+    transfer_impl* t = spare.back();
+    spare.pop_back();
+    return t;
+  }
+  auto t = std::make_unique<transfer_impl>();
+  t->driver = this;
+  t->easy = curl_easy_init();
+  if (t->easy == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
+  return t.release();
+}
+
+void curl_driver::release(transfer_impl* t) noexcept {
+  if (spare.size() < easy_pool_limit) {
+    try {
+      spare.push_back(t);
+      return;
+    } catch (...) {
+    }
+  }
+  delete t;
+}
 
 void curl_driver::collect_finished() {
   int queued = 0;
