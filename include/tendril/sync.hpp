@@ -45,18 +45,18 @@ class TENDRIL_API channel_closed : public std::runtime_error {
 namespace detail {
 template <class T>
 struct future_state {
-  std::mutex mutex;
+  detail::spin_mutex mutex;
   wait_queue waiters;
   bool ready = false;
   std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
   std::exception_ptr error;
 
   void wait() {
-    std::unique_lock<std::mutex> lk(mutex);
+    std::unique_lock<detail::spin_mutex> lk(mutex);
     while (!ready) waiters.wait(lk);
   }
   bool wait_until(time_point deadline) {
-    std::unique_lock<std::mutex> lk(mutex);
+    std::unique_lock<detail::spin_mutex> lk(mutex);
     while (!ready) {
       if (!waiters.wait(lk, deadline)) return ready;
     }
@@ -65,7 +65,7 @@ struct future_state {
   template <class F>
   void fulfil(F&& store) {
     deferred_wakeups later;  // wakes the waiters after `lk` is released
-    std::lock_guard<std::mutex> lk(mutex);
+    std::lock_guard<detail::spin_mutex> lk(mutex);
     if (ready) throw usage_error("promise already satisfied: set_value/set_exception may be called only once");
     store();
     ready = true;
@@ -100,7 +100,7 @@ class future {
   }
   bool ready() const {
     check();
-    std::lock_guard<std::mutex> lk(state_->mutex);
+    std::lock_guard<detail::spin_mutex> lk(state_->mutex);
     return state_->ready;
   }
   bool valid() const noexcept { return state_ != nullptr; }
@@ -139,7 +139,7 @@ class promise {
     std::shared_ptr<detail::future_state<T>> s;
     explicit guard(std::shared_ptr<detail::future_state<T>> st) : s(std::move(st)) {}
     ~guard() {
-      std::lock_guard<std::mutex> lk(s->mutex);
+      std::lock_guard<detail::spin_mutex> lk(s->mutex);
       if (s->ready) return;
       s->error = std::make_exception_ptr(broken_promise("the promise was destroyed without a value"));
       s->ready = true;
@@ -154,26 +154,26 @@ class promise {
 class event {
  public:
   void set() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     set_ = true;
     waiters_.notify_all();
   }
   void clear() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     set_ = false;
   }
   bool is_set() const {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     return set_;
   }
   void wait() {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (!set_) waiters_.wait(lk);
   }
   // True if set within `d`.
   bool wait_for(duration d) {
     const time_point deadline = std::chrono::steady_clock::now() + d;
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (!set_) {
       if (!waiters_.wait(lk, deadline)) return set_;
     }
@@ -181,7 +181,7 @@ class event {
   }
 
  private:
-  mutable std::mutex mutex_;
+  mutable detail::spin_mutex mutex_;
   detail::wait_queue waiters_;
   bool set_ = false;
 };
@@ -191,12 +191,12 @@ class semaphore {
  public:
   explicit semaphore(std::size_t count) : count_(count) {}
   void acquire() {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (count_ == 0) waiters_.wait(lk);
     --count_;
   }
   bool try_acquire() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     if (count_ == 0) return false;
     --count_;
     return true;
@@ -204,7 +204,7 @@ class semaphore {
   // True if acquired within `d`.
   bool acquire_for(duration d) {
     const time_point deadline = std::chrono::steady_clock::now() + d;
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (count_ == 0) {
       if (!waiters_.wait(lk, deadline) && count_ == 0) return false;
     }
@@ -212,17 +212,17 @@ class semaphore {
     return true;
   }
   void release(std::size_t n = 1) {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     count_ += n;
     for (std::size_t i = 0; i < n; ++i) waiters_.notify_one();
   }
   std::size_t available() const {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     return count_;
   }
 
  private:
-  mutable std::mutex mutex_;
+  mutable detail::spin_mutex mutex_;
   detail::wait_queue waiters_;
   std::size_t count_;
 };
@@ -244,25 +244,25 @@ class semaphore_guard {
 class mutex {
  public:
   void lock() {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (locked_) waiters_.wait(lk);
     locked_ = true;
   }
   bool try_lock() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     if (locked_) return false;
     locked_ = true;
     return true;
   }
   void unlock() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     locked_ = false;
     waiters_.notify_one();
   }
 
  private:
   friend class condition_variable;
-  std::mutex mutex_;
+  detail::spin_mutex mutex_;
   detail::wait_queue waiters_;
   bool locked_ = false;
 };
@@ -282,11 +282,11 @@ class condition_variable {
     return wait_until_impl(lk, std::chrono::steady_clock::now() + d);
   }
   void notify_one() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     waiters_.notify_one();
   }
   void notify_all() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     waiters_.notify_all();
   }
 
@@ -295,7 +295,7 @@ class condition_variable {
     std::exception_ptr failure;
     bool notified = false;
     {
-      std::unique_lock<std::mutex> inner(mutex_);
+      std::unique_lock<detail::spin_mutex> inner(mutex_);
       lk.unlock();  // under `inner`: a notify after this point cannot be lost
       try {
         notified = waiters_.wait(inner, deadline);
@@ -315,7 +315,7 @@ class condition_variable {
     return notified;
   }
 
-  std::mutex mutex_;
+  detail::spin_mutex mutex_;
   detail::wait_queue waiters_;
 };
 
@@ -331,7 +331,7 @@ class channel {
 
   // Waits for room, then adds v. Throws channel_closed if the channel is (or becomes) closed first.
   void push(T v) {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (!closed_ && buffer_.size() >= std::max<std::size_t>(capacity_, 1)) not_full_.wait(lk);
     if (closed_) throw channel_closed("push() on a closed tendril::channel");
     buffer_.push_back(std::move(v));
@@ -344,7 +344,7 @@ class channel {
   }
   // Adds v if there is room now; false if full or closed.
   bool try_push(T v) {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     if (closed_ || buffer_.size() >= std::max<std::size_t>(capacity_, 1)) return false;
     if (capacity_ == 0 && not_empty_.empty()) return false;  // a rendezvous needs a waiting receiver
     buffer_.push_back(std::move(v));
@@ -354,29 +354,29 @@ class channel {
   }
   // Waits for an item; std::nullopt once the channel is closed and drained.
   std::optional<T> pop() {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (buffer_.empty() && !closed_) not_empty_.wait(lk);
     return take(lk);
   }
   // An item if one is buffered now.
   std::optional<T> try_pop() {
-    std::unique_lock<std::mutex> lk(mutex_);
+    std::unique_lock<detail::spin_mutex> lk(mutex_);
     return take(lk);
   }
   // Closes the channel, waking every waiting pusher and popper. Closing twice is harmless.
   void close() {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     closed_ = true;
     not_full_.notify_all();
     not_empty_.notify_all();
     taken_.notify_all();
   }
   bool closed() const {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     return closed_;
   }
   std::size_t size() const {
-    std::lock_guard<std::mutex> lk(mutex_);
+    std::lock_guard<detail::spin_mutex> lk(mutex_);
     return buffer_.size();
   }
 
@@ -402,7 +402,7 @@ class channel {
   std::default_sentinel_t end() { return {}; }
 
  private:
-  std::optional<T> take(std::unique_lock<std::mutex>&) {
+  std::optional<T> take(std::unique_lock<detail::spin_mutex>&) {
     if (buffer_.empty()) return std::nullopt;
     std::optional<T> v(std::move(buffer_.front()));
     buffer_.pop_front();
@@ -412,7 +412,7 @@ class channel {
     return v;
   }
 
-  mutable std::mutex mutex_;
+  mutable detail::spin_mutex mutex_;
   detail::wait_queue not_full_, not_empty_, taken_;
   std::deque<T> buffer_;
   std::size_t capacity_;

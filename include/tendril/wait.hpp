@@ -60,7 +60,7 @@ struct wait_result {
 namespace detail {
 // Counts task completions so one waiter can wait for "any of these" (shared with the tasks' done callbacks).
 struct completion_counter {
-  std::mutex mutex;
+  spin_mutex mutex;
   wait_queue waiters;
   std::size_t finished = 0;
   std::size_t failed = 0;
@@ -74,7 +74,7 @@ std::shared_ptr<completion_counter> watch(std::vector<task<T>>& tasks) {
     if (!state) throw usage_error("tendril::wait: empty task handle");
     state->on_done([c, raw = state.get()] {
       bool failed = raw->failed();
-      std::lock_guard<std::mutex> lk(c->mutex);
+      std::lock_guard<spin_mutex> lk(c->mutex);
       ++c->finished;
       if (failed) ++c->failed;
       c->waiters.notify_all();
@@ -86,7 +86,7 @@ std::shared_ptr<completion_counter> watch(std::vector<task<T>>& tasks) {
 // Waits until `enough(finished, failed)` or the deadline; returns false on timeout.
 template <class Pred>
 bool wait_counter(completion_counter& c, std::optional<time_point> deadline, Pred enough) {
-  std::unique_lock<std::mutex> lk(c.mutex);
+  std::unique_lock<spin_mutex> lk(c.mutex);
   while (!enough(c.finished, c.failed)) {
     if (!c.waiters.wait(lk, deadline) && !enough(c.finished, c.failed)) return false;
   }
