@@ -16,11 +16,15 @@
 // processes (this program re-executed with --sleep-case), so each starts from a clean heap and its VmRSS delta is
 // its own.
 //
-// tendril stacks are mmap'd with a guard page: two memory mappings per task. 100,000 tasks need
-// vm.max_map_count above 200,000 and 1,000,000 tasks above 2,000,000; the benchmark raises it when it can (as
-// root, by writing /proc/sys/vm/max_map_count) and otherwise says which case it skips and why. The 1,000,000
-// case uses 16 KiB task stacks (spawn_options.stack_size) to keep the address space reasonable; the 100,000 case
-// uses the default 256 KiB (committed lazily: only touched pages count).
+// Where the time goes in the sleeping cases is the kernel: mapping stacks, first-touch page faults, and unmapping.
+// tendril stacks are mmap'd a slab of up to 64 at a time, their guard pages being MADV_GUARD_INSTALL markers (no
+// VMA of their own; Linux 6.13+), and stacks freed beyond the pool's 1024 are unmapped in address-sorted batches,
+// adjacent ones in one munmap(); a sleeping task dirties one 4 KiB page of stack (Boost's malloc'd stacks two).
+// On older kernels (and under valgrind) each stack is its own mapping with an mprotect'd guard page: two memory
+// mappings per task, so 100,000 tasks need vm.max_map_count above 200,000 and 1,000,000 tasks above 2,000,000;
+// the benchmark raises it when it can (as root, by writing /proc/sys/vm/max_map_count) and otherwise says which
+// case it skips and why. The 1,000,000 case uses 16 KiB task stacks (spawn_options.stack_size) to keep the address
+// space reasonable; the 100,000 case uses the default 256 KiB (committed lazily: only touched pages count).
 //
 //   build/bench/bench_tasks            all cases
 //   build/bench/bench_tasks --quick    smaller counts, and no 1,000,000-task case
@@ -474,8 +478,8 @@ int main(int argc, char** argv) {
     std::tie(b, t) = best_of(
         reps, [&] { return boost_spawn_batch(n, 100); }, [&] { return tendril_spawn_batch(n, 100); });
     print_ratio("100 spawned, then joined", t, b, "ns/task", 1.3);
-    // 1000 default (256 KiB) stacks exceed the per-thread stack pool's 64 MiB limit, so most stacks are mmap'd
-    // and munmap'd every time (several system calls and page faults each), while Boost reuses malloc'd memory.
+    // 1000 default (256 KiB) stacks fit the per-thread stack pool (1024 stacks, 256 MiB), so each batch reuses
+    // the previous batch's stacks, as Boost reuses malloc'd memory.
     std::tie(b, t) = best_of(
         reps, [&] { return boost_spawn_batch(n, 1000); }, [&] { return tendril_spawn_batch(n, 1000); });
     print_ratio("1000 spawned, then joined", t, b, "ns/task", 1.3);

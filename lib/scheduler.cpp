@@ -379,7 +379,7 @@ struct task_runner {
     exec_context ctx;
     ctx.task = st;
     if (st->name_.empty()) {
-      ctx.label.name.assign("task", 4);
+      ctx.label.unnamed = "task";
     } else {
       ctx.label.name = "task '" + st->name_ + "'";
     }
@@ -411,7 +411,7 @@ struct task_runner {
       }
     }
     std::shared_ptr<task_base> keep = finish(st, ctx, cancelled, std::move(error));
-    end_domain(&ctx.domain);
+    if (ctx.domain != nullptr) end_domain(&ctx.domain);  // the task used greenlets
     exchange_domain_slot(nullptr);
     set_current_stack_label(nullptr);
     tl_current = nullptr;
@@ -479,7 +479,7 @@ struct task_runner {
   }
 };
 
-task_base::task_base(std::string name) : name_(std::move(name)) {}
+task_base::task_base(std::string&& name) : name_(std::move(name)) {}
 
 task_base::~task_base() {
   if (error_ && !retrieved_) report_unhandled(name_, error_);

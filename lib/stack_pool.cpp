@@ -254,7 +254,11 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
     char size[32];
     format_size(size, label->size);
     write_all("tendril: stack overflow in ");
-    write_all(label->name.empty() ? "greenlet" : label->name.c_str());
+    if (!label->name.empty()) {
+      write_all(label->name.c_str());
+    } else {
+      write_all(label->unnamed != nullptr ? label->unnamed : "greenlet");
+    }
     write_all(" (stack size ");
     write_all(size);
     write_all(" bytes); give it a larger stack_options::size / spawn_options::stack_size\n");

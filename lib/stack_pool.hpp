@@ -23,6 +23,7 @@ void free_stack(stack_block block) noexcept;
 // What the stack-overflow handler reports for the stack the thread is running on.
 struct stack_label {
   std::string name;                 // "greenlet", a task's name...
+  const char* unnamed = nullptr;    // shown when `name` is empty (null: "greenlet"); saves building a string
   const char* guard_low = nullptr;  // the guard page's range
   const char* guard_high = nullptr;
   std::size_t size = 0;

@@ -79,7 +79,7 @@ struct exec_context;
 // The shared state of a task (internal). task<T> is a handle to a task_state<T>.
 class TENDRIL_API task_base {
  public:
-  explicit task_base(std::string name);
+  explicit task_base(std::string&& name);
   task_base(const task_base&) = delete;
   task_base& operator=(const task_base&) = delete;
   virtual ~task_base();
@@ -146,7 +146,7 @@ template <class T, class F>
 class task_impl final : public task_state<T> {
  public:
   template <class G>
-  task_impl(G&& fn, std::string name) : task_state<T>(std::move(name)), fn_(std::forward<G>(fn)) {}
+  task_impl(G&& fn, std::string&& name) : task_state<T>(std::move(name)), fn_(std::forward<G>(fn)) {}
 
  private:
   void invoke() override {
