@@ -3,6 +3,8 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +83,7 @@ struct thread_pool_state {
   std::unordered_map<const char*, unsigned> valgrind_ids;  // only used under valgrind
   std::size_t pooled_bytes = 0;
   stack_pool_stats stats;
+  iovec slab_iov[slab_max_stacks];  // for map_slab(), kept off the (possibly small) calling stack
   ~thread_pool_state();
 
   size_class& class_for(std::size_t size) {
@@ -92,6 +95,35 @@ struct thread_pool_state {
   }
   void flush_releasing() noexcept;
 };
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// process_madvise() on this process (a pidfd of our own, reopened after a fork): one system call for a whole
+// vector of ranges. False if the kernel does not take it (then the caller falls back, or does without).
+bool madvise_self(const iovec* iov, std::size_t n, int advice) noexcept {
+  static std::mutex m;
+  static int fd = -1;
+  static pid_t owner = 0;
+  static bool unsupported = false;
+  std::lock_guard<std::mutex> lk(m);
+  if (unsupported) return false;
+  const pid_t pid = ::getpid();
+  if (fd < 0 || owner != pid) {
+    if (fd >= 0) ::close(fd);  // inherited from the parent: it names the parent
+    fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    owner = pid;
+    if (fd < 0) {
+      unsupported = true;
+      return false;
+    }
+  }
+  std::size_t bytes = 0;
+  for (std::size_t i = 0; i < n; ++i) bytes += iov[i].iov_len;
+  const long done = ::syscall(SYS_process_madvise, fd, iov, n, advice, 0U);
+  return done >= 0 && static_cast<std::size_t>(done) == bytes;
+}
 
 enum class pool_phase : unsigned char { unborn, alive, dead };
 // initial-exec: read on every allocation and free; a general-dynamic access from a shared library costs a
@@ -163,7 +195,7 @@ inline thread_pool_state* pool() noexcept {
 
 // Maps a slab of stacks of `size` usable bytes with guard markers into `c`'s fresh range. False if guard markers
 // are not supported (then nothing is left mapped).
-bool map_slab(size_class& c, std::size_t size) {
+bool map_slab(thread_pool_state& st, size_class& c, std::size_t size) {
   const std::size_t page = page_size();
   const std::size_t stride = size + page;
   const std::size_t n = std::clamp<std::size_t>(slab_bytes / stride, 1, slab_max_stacks);
@@ -171,12 +203,22 @@ bool map_slab(size_class& c, std::size_t size) {
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
   if (mem == MAP_FAILED) throw std::bad_alloc();
   char* base = static_cast<char*>(mem);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (::madvise(base + i * stride, page, MADV_GUARD_INSTALL) != 0) {
-      ::munmap(mem, n * stride);
-      return false;
+  // All guard pages in one process_madvise() call when the kernel takes it, else one madvise() each.
+  iovec* iov = st.slab_iov;
+  for (std::size_t i = 0; i < n; ++i) iov[i] = iovec{base + i * stride, page};
+  if (!madvise_self(iov, n, MADV_GUARD_INSTALL)) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (::madvise(base + i * stride, page, MADV_GUARD_INSTALL) != 0) {
+        ::munmap(mem, n * stride);
+        return false;
+      }
     }
   }
+  // Every stack's top page will be written at once by whoever gets it (Boost.Context puts its context record
+  // there, and the first frames follow): fault them all in with one call rather than one page fault each.
+  // Best effort. Untouched stacks of the slab thus hold one resident page each until used.
+  for (std::size_t i = 0; i < n; ++i) iov[i] = iovec{base + (i + 1) * stride - page, page};
+  madvise_self(iov, n, MADV_POPULATE_WRITE);
   // A previous slab's leftover (fewer than one stack short of a slab) is simply given back.
   if (c.fresh_top != c.fresh_low) ::munmap(c.fresh_low, static_cast<std::size_t>(c.fresh_top - c.fresh_low));
   c.fresh_low = base;
@@ -209,7 +251,7 @@ stack_block map_stack(thread_pool_state* st, std::size_t size) {
     size_class& c = st->class_for(size);
     const std::size_t stride = size + page_size();
     if (static_cast<std::size_t>(c.fresh_top - c.fresh_low) < stride) {
-      if (!map_slab(c, size)) {
+      if (!map_slab(*st, c, size)) {
         guard_kind.store(guard_mode::mprotect, std::memory_order_relaxed);
         return map_single(size);
       }
