@@ -19,7 +19,8 @@
 // Where the time goes in the sleeping cases is the kernel: mapping stacks, first-touch page faults, and unmapping.
 // tendril stacks are mmap'd a slab of up to 64 at a time, their guard pages being MADV_GUARD_INSTALL markers (no
 // VMA of their own; Linux 6.13+), and stacks freed beyond the pool's 1024 are unmapped in address-sorted batches,
-// adjacent ones in one munmap(); a sleeping task dirties one 4 KiB page of stack (Boost's malloc'd stacks two).
+// adjacent ones in one munmap(); a slab's stacks get their top page faulted in by one process_madvise() call. A
+// sleeping task dirties one 4 KiB page of stack (Boost's malloc'd stacks two).
 // On older kernels (and under valgrind) each stack is its own mapping with an mprotect'd guard page: two memory
 // mappings per task, so 100,000 tasks need vm.max_map_count above 200,000 and 1,000,000 tasks above 2,000,000;
 // the benchmark raises it when it can (as root, by writing /proc/sys/vm/max_map_count) and otherwise says which
