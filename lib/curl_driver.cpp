@@ -402,6 +402,8 @@ struct transfer_impl {
       case body_sink::result::consumed:
         t->notify_owner();
         return bytes;
+      case body_sink::result::stored:
+        return bytes;
       case body_sink::result::pause:
         t->paused = true;
         t->ever_paused = true;

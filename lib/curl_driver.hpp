@@ -33,7 +33,10 @@ struct transfer_request {
 // Receives body data on the event loop. Must not block or switch.
 class body_sink {
  public:
-  enum class result { consumed, pause, abort };
+  // consumed: taken, and the owning task is woken if it waits (it may be waiting for data); stored: taken, and
+  // nothing for the owning task to do (it waits for the end of the transfer only); pause: not taken, libcurl
+  // hands the same data again after transfer::unpause(); abort: fail the transfer.
+  enum class result { consumed, stored, pause, abort };
   virtual result on_data(const char* data, std::size_t n) noexcept = 0;
 
  protected:

@@ -332,7 +332,7 @@ class file_sink final : public tendril::detail::body_sink {
       n -= static_cast<std::size_t>(w);
       bytes_ += static_cast<std::uint64_t>(w);
     }
-    return result::consumed;
+    return result::stored;  // download() waits for the end only: no task switch per piece
   }
   int write_error() const { return error_; }
   std::uint64_t bytes() const { return bytes_; }
