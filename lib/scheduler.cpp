@@ -353,9 +353,8 @@ class task_stack_allocator {
   task_stack_allocator(std::size_t size, task_base::stack_info* info) noexcept : size_(size), info_(info) {}
   boost::context::stack_context allocate() {
     stack_block b = allocate_stack(size_);
-    stack_label label;
-    label_stack(label, b);
-    *info_ = task_base::stack_info{label.guard_low, label.guard_high, label.size};
+    const char* guard_high = b.top - b.size;
+    *info_ = task_base::stack_info{guard_high - stack_guard_size, guard_high, b.size};
     boost::context::stack_context sc;
     sc.size = b.size;
     sc.sp = b.top;

@@ -36,6 +36,7 @@ std::size_t default_stack_size() noexcept { return 256 * 1024; }
 namespace detail {
 
 __thread const stack_label* tl_current_label __attribute__((tls_model("initial-exec"))) = nullptr;
+const std::size_t stack_guard_size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 
 namespace {
 

@@ -34,6 +34,8 @@ struct stack_label {
 extern __thread const stack_label* tl_current_label __attribute__((tls_model("initial-exec")));
 inline const stack_label* current_stack_label() noexcept { return tl_current_label; }
 inline void set_current_stack_label(const stack_label* label) noexcept { tl_current_label = label; }
+// The size of the guard page below every stack (the page size).
+extern const std::size_t stack_guard_size;
 // Fills `label` for `block`.
 void label_stack(stack_label& label, const stack_block& block) noexcept;
 
