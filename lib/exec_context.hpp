@@ -35,6 +35,8 @@ struct exec_context {
   duration expired_scope_length{};       // for the timeout_error message
   greenlet_domain* domain = nullptr;     // the task's greenlets, created on first use
   stack_label label;
+  // Its Boost.Fiber context, looked up on first use (context::active() is a call and a __tls_get_addr).
+  boost::fibers::context* fiber = nullptr;
 };
 
 // A parked context. Lives on the parked context's stack.
@@ -46,7 +48,10 @@ struct waiter {
 
   boost::fibers::detail::spinlock spin;
   boost::fibers::waker waker;
-  outcome state = outcome::waiting;
+  // Written under `spin`; atomic so that park() can read it without the lock when a notify() of its own
+  // thread woke it (that notify() has returned before the parked context can run again).
+  std::atomic<outcome> state{outcome::waiting};
+  const void* notified_by = nullptr;  // the notifying thread's tendril state (null: a thread without one)
   // Links in a wait_queue (protected by the queue's mutex).
   wait_queue* queue = nullptr;
   waiter* prev = nullptr;

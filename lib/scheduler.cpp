@@ -123,8 +123,9 @@ std::unique_lock<spinlock> lock_spin(spinlock& s) noexcept {
 
 bool waiter::notify(outcome why) noexcept {
   std::unique_lock<spinlock> lk = lock_spin(spin);
-  if (state != outcome::waiting) return false;
-  state = why;
+  if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
+  notified_by = tl_state;
+  state.store(why, std::memory_order_release);
   waker.wake();
   return true;
 }
@@ -169,7 +170,8 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
     }
     self.parked = &w;
   }
-  boost::fibers::context* fiber = boost::fibers::context::active();
+  if (self.fiber == nullptr) self.fiber = boost::fibers::context::active();
+  boost::fibers::context* fiber = self.fiber;
   waiter::outcome result;
   {
     std::unique_lock<spinlock> lk = lock_spin(w.spin);
@@ -185,9 +187,18 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
         fiber->suspend(lk);
       }
     }
-    lk = lock_spin(w.spin);  // Boost unlocked it after the switch
-    if (w.state == waiter::outcome::waiting) w.state = waiter::outcome::timed_out;
-    result = w.state;
+    result = w.state.load(std::memory_order_acquire);
+    // Woken by a notify() of this thread: it has returned (the threads' contexts take turns), nothing else can
+    // touch w. Otherwise the deadline may race with a notify(), or a notify() from another thread may still hold
+    // w's spinlock: settle it under the lock (Boost unlocked it after the switch).
+    if (result == waiter::outcome::waiting || w.notified_by != tl_state) {
+      lk = lock_spin(w.spin);
+      result = w.state.load(std::memory_order_relaxed);
+      if (result == waiter::outcome::waiting) {
+        result = waiter::outcome::timed_out;
+        w.state.store(result, std::memory_order_relaxed);
+      }
+    }
   }
   // A deferred wake-up chose w but has not finished waking it (we were woken by the deadline, or its wake() is
   // still returning): wait for it, it is a few instructions away.
@@ -292,8 +303,9 @@ namespace {
 // Decides to wake w (as waiter::notify() does) but leaves the wake-up to `later`. True if w was still waiting.
 bool notify_later(waiter* w, deferred_wakeups& later) noexcept {
   std::unique_lock<spinlock> lk = lock_spin(w->spin);
-  if (w->state != waiter::outcome::waiting) return false;
-  w->state = waiter::outcome::notified;
+  if (w->state.load(std::memory_order_relaxed) != waiter::outcome::waiting) return false;
+  w->notified_by = tl_state;
+  w->state.store(waiter::outcome::notified, std::memory_order_release);
   w->wake_pending.store(true, std::memory_order_relaxed);  // published by the unlock
   waiter*& head = wait_queue_access::head(later);
   w->next_deferred = head;
@@ -678,8 +690,9 @@ void yield() {
     self.expired_scope_length = timeout_access::length(*scope);
     detail::throw_for(detail::waiter::outcome::scope_timeout, self);
   }
+  if (self.fiber == nullptr) self.fiber = boost::fibers::context::active();
   detail::switch_guard guard(self);
-  boost::this_fiber::yield();
+  self.fiber->yield();
 }
 
 timeout::timeout(duration d)
