@@ -1,4 +1,8 @@
 // lib/scheduler.cpp — tasks on Boost.Fiber fibers, park(), wait queues, sleeping, timeouts, run().
+// Boost.Fiber's library is built with NDEBUG; its inline code compiled here (ready-queue links, context records)
+// gets the same treatment, so tendril's hot paths don't pay for assertions (an out-of-line ready_is_linked() call
+// per scheduling decision) that plain Boost.Fiber doesn't, in tendril's default debugoptimized build too.
+#define BOOST_DISABLE_ASSERTS
 #include "tendril/scheduler.hpp"
 
 #include <boost/context/stack_context.hpp>
