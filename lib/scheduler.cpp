@@ -401,11 +401,11 @@ struct task_runner {
     ctx.label.guard_low = st->stack_.guard_low;
     ctx.label.guard_high = st->stack_.guard_high;
     ctx.label.size = st->stack_.size;
-    {
-      std::lock_guard<spin_mutex> lk(st->mutex_);
-      ctx.cancel_pending.store(st->cancel_requested_, std::memory_order_relaxed);
-      st->running_ = &ctx;
-    }
+    // Dekker with cancel(), which stores cancel_requested_ and then reads running_: either it sees this context
+    // (and flags it), or this sees its request, or both (harmless).
+    st->running_.store(&ctx, std::memory_order_seq_cst);
+    if (st->cancel_requested_.load(std::memory_order_seq_cst))
+      ctx.cancel_pending.store(true, std::memory_order_relaxed);
     tl_current = &ctx;
     *tl_eh = exception_state{};
     set_current_stack_label(&ctx.label);
@@ -438,7 +438,7 @@ struct task_runner {
     std::shared_ptr<task_base> keep;
     {
       std::lock_guard<spin_mutex> lk(st->mutex_);
-      st->running_ = nullptr;
+      st->running_.store(nullptr, std::memory_order_relaxed);
       st->cancelled_ = cancelled;
       st->error_ = cancelled ? std::make_exception_ptr(task_cancelled()) : std::move(error);
       if (cancelled) st->retrieved_ = true;  // cancellation is not an error to report
@@ -534,11 +534,12 @@ bool task_base::failed() const noexcept {
 bool task_base::cancel() noexcept {
   std::lock_guard<spin_mutex> lk(mutex_);
   if (done()) return false;
-  cancel_requested_ = true;
-  if (running_ != nullptr) {
-    std::unique_lock<spinlock> ctx_lock = lock_spin(running_->lock);
-    running_->cancel_pending.store(true, std::memory_order_relaxed);
-    if (running_->parked != nullptr) running_->parked->notify(waiter::outcome::cancelled);
+  cancel_requested_.store(true, std::memory_order_seq_cst);
+  // Under mutex_, a context read here stays alive: finish() clears running_ under mutex_ before it goes.
+  if (exec_context* running = running_.load(std::memory_order_seq_cst); running != nullptr) {
+    std::unique_lock<spinlock> ctx_lock = lock_spin(running->lock);
+    running->cancel_pending.store(true, std::memory_order_relaxed);
+    if (running->parked != nullptr) running->parked->notify(waiter::outcome::cancelled);
   }
   return true;
 }

@@ -112,9 +112,11 @@ class TENDRIL_API task_base {
   wait_queue done_waiters_;
   std::vector<std::function<void()>> callbacks_;
   std::exception_ptr error_;
-  exec_context* running_ = nullptr;  // while its fiber runs
+  // While its fiber runs. Published by the task without the lock (cancel() reads it under the lock; cleared
+  // under the lock when the task finishes, so cancel() never uses a context that has gone).
+  std::atomic<exec_context*> running_{nullptr};
   std::atomic<bool> done_{false};
-  bool cancel_requested_ = false;
+  std::atomic<bool> cancel_requested_{false};
   bool cancelled_ = false;
   bool retrieved_ = false;
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
