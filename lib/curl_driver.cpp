@@ -26,6 +26,7 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <tuple>
 
 #include "exec_context.hpp"
 #include "reactor.hpp"
@@ -417,27 +418,27 @@ struct transfer_impl {
   static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* userp) {
     auto* t = static_cast<transfer_impl*>(userp);
     const std::size_t bytes = size * n;
-    std::string_view line(data, bytes);
-    if (line.rfind("HTTP/", 0) == 0) {
+    if (bytes >= 5 && std::memcmp(data, "HTTP/", 5) == 0) {
       t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
       return bytes;
     }
-    auto colon = line.find(':');
-    if (colon == std::string_view::npos) return bytes;
+    const char* end = data + bytes;
+    const auto* colon = static_cast<const char*>(std::memchr(data, ':', bytes));
+    if (colon == nullptr) return bytes;
     // ASCII only (header names are tokens): no locale lookups, one string for the name, one for the value.
     auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && space(value.front())) value.remove_prefix(1);
-    while (!value.empty() && space(value.back())) value.remove_suffix(1);
-    std::string name(line.substr(0, colon));
-    for (char& c : name) {
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    }
+    const char* value = colon + 1;
+    while (value != end && space(*value)) ++value;
+    while (end != value && space(end[-1])) --end;
     try {
-      auto [it, inserted] = t->headers.try_emplace(std::move(name), value);
-      if (!inserted) {
-        it->second += ", ";
-        it->second += value;
+      std::string name(data, static_cast<std::size_t>(colon - data));
+      for (char& c : name) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c;
+      auto it = t->headers.lower_bound(name);
+      if (it != t->headers.end() && it->first == name) {
+        it->second.append(", ", 2).append(value, end);
+      } else {
+        t->headers.emplace_hint(it, std::piecewise_construct, std::forward_as_tuple(std::move(name)),
+                                std::forward_as_tuple(value, static_cast<std::size_t>(end - value)));
       }
     } catch (...) {
       return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
