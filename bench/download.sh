@@ -24,9 +24,10 @@
 #   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
 #   big:   tendril >= 0.95x raw throughput, resident memory bounded
 # Measured on a 2-core VM shared with other builds (best of 3, same run; see docs/http.md for what to expect):
-#   small: tendril get() 0.9x-0.95x requests/s (once 0.65x against a lucky raw best-of-3), 1.13x-1.19x CPU/request
+#   small: tendril get() 0.91x-1.05x requests/s (one run of five 0.65x, against a lucky raw best-of-3),
+#          1.0x-1.19x CPU per request
 #   big:   tendril download() 0.93x-1.11x throughput, 0.97x-1.09x CPU, peak RSS 14 MiB;
-#          stream::read_into()/read() ~0.55x the counting loop's throughput, ~1.8x its CPU, peak RSS 28 MiB
+#          stream::read_into()/read() 0.5x-0.6x the counting loop's throughput, ~1.8x its CPU, peak RSS 28 MiB
 # nginx runs with a private config (one worker, keep-alive, sendfile, no access log) on a free loopback port and
 # is stopped on exit. If nginx is missing, nginx-light is installed with apt-get (as root).
 set -euo pipefail
@@ -232,7 +233,7 @@ report() {
 verdict() {  # label value op target
   awk -v l="$1" -v v="$2" -v op="$3" -v t="$4" 'BEGIN {
     ok = (op == ">=") ? (v >= t) : (v <= t);
-    printf "  target %-45s %6.2fx %s %.2fx : %s\n", l, v, op, t, ok ? "met" : "MISSED" }'
+    printf "  target %-45s %6.3fx %s %.2fx : %s\n", l, v, op, t, ok ? "met" : "MISSED" }'
 }
 ratio() {  # figures raw_figures what(rps|mbps|cpu)
   awk -v f="$1" -v r="$2" -v w="$3" 'BEGIN { split(f, a, " "); split(r, b, " ");
