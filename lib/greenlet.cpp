@@ -52,6 +52,9 @@ class greenlet_impl {
   exception_state eh;
 };
 
+__thread greenlet_domain* tl_thread_domain TENDRIL_DOMAIN_TLS = nullptr;
+__thread greenlet_domain** tl_domain_slot TENDRIL_DOMAIN_TLS = nullptr;
+
 namespace {
 
 // The per-thread state touched on every switch uses the initial-exec TLS model: a plain %fs-relative access
@@ -59,8 +62,6 @@ namespace {
 // instructions). Users link libtendril rather than dlopen it; even dlopen'ed, these few bytes fit in glibc's
 // surplus static TLS (stack_pool.cpp already relies on the same model).
 #define TENDRIL_FAST_TLS __attribute__((tls_model("initial-exec")))
-thread_local greenlet_domain* tl_thread_domain TENDRIL_FAST_TLS = nullptr;
-thread_local greenlet_domain** tl_domain_slot TENDRIL_FAST_TLS = nullptr;
 thread_local tracer tl_tracer TENDRIL_FAST_TLS;
 thread_local bool tl_has_tracer TENDRIL_FAST_TLS = false;  // tl_tracer is set (checked on every switch)
 // Handed from the switching side to the landing side of a context switch. The delivered value and exception are
@@ -428,12 +429,6 @@ greenlet_impl* new_greenlet(greenlet::run_function&& run, greenlet_impl* parent,
 }
 
 }  // namespace
-
-greenlet_domain** exchange_domain_slot(greenlet_domain** slot) noexcept {
-  greenlet_domain** previous = tl_domain_slot;
-  tl_domain_slot = slot != nullptr ? slot : &tl_thread_domain;
-  return previous;
-}
 
 void end_domain(greenlet_domain** slot) noexcept {
   if (*slot == nullptr) return;
