@@ -340,22 +340,14 @@ void process_deferred(greenlet_domain* d) noexcept {
       d->has_deferred.store(false, std::memory_order_release);
     }
     if (batch.empty()) break;
-    // Each queued greenlet carries one reference, the queue's.
-    for (greenlet_impl* g : batch) {
-      if (g == d->current) {
-        // Dropped elsewhere while it runs here: settled when it switches away, unless it took a new handle.
-        if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) g->orphaned = true;
-      } else if (g->dead) {
-        release(g);  // it finished after being queued
-      } else {
-        kill_unreferenced(d, g);
-      }
-    }
+    // Each entry is a reference dropped by a handle elsewhere, released here where it may reach zero.
+    for (greenlet_impl* g : batch) release(g);
   }
   d->killing_deferred = false;
 }
 
-// What becomes of a greenlet whose reference count reached zero.
+// What becomes of a greenlet whose reference count reached zero. Runs in its own domain, except when that domain
+// has ended (see release()).
 void release_at_zero(greenlet_impl* g) noexcept {
   if (g->started && !g->dead && !g->is_main && !g->leaked) {
     greenlet_domain* here = tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
@@ -368,16 +360,6 @@ void release_at_zero(greenlet_impl* g) noexcept {
       kill_unreferenced(owner, g);
       return;
     }
-    if (owner->alive.load(std::memory_order_acquire)) {
-      std::lock_guard<std::mutex> lk(owner->deferred_mutex);
-      // Re-check under the lock: end_domain() marks the domain dead under it.
-      if (owner->alive.load(std::memory_order_acquire)) {
-        g->refs.store(1);  // the queue's reference
-        owner->deferred.push_back(g);
-        owner->has_deferred.store(true, std::memory_order_release);
-        return;
-      }
-    }
     // Its thread or task has ended: it can never run again, and unwinding it here would run its code on the
     // wrong thread. Leak its stack.
     std::move(g->ctx).leak();
@@ -386,7 +368,22 @@ void release_at_zero(greenlet_impl* g) noexcept {
   destroy(g);
 }
 
+// Drops one reference. Only the owning domain takes references to zero while it lives: a handle dropped on
+// another thread (or in another task) hands its reference to the owner's queue, released there at the owner's
+// next greenlet call. So the count never reaches zero on a foreign thread while the owner could be bringing it
+// back from zero (greenlet::current() in a greenlet whose last handle went) or settling an orphan.
 void release(greenlet_impl* g) noexcept {
+  greenlet_domain* owner = g->domain;
+  greenlet_domain* here = tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
+  if (here != owner && owner->alive.load(std::memory_order_acquire)) [[unlikely]] {
+    std::lock_guard<std::mutex> lk(owner->deferred_mutex);
+    // Re-check under the lock: teardown_domain() marks the domain dead under it, then drains the queue.
+    if (owner->alive.load(std::memory_order_acquire)) {
+      owner->deferred.push_back(g);
+      owner->has_deferred.store(true, std::memory_order_release);
+      return;
+    }
+  }
   if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) release_at_zero(g);
 }
 
@@ -397,11 +394,12 @@ void settle_orphan(greenlet_impl* g) noexcept {
 }
 
 void teardown_domain(greenlet_domain* d) noexcept {
-  process_deferred(d);
   {
+    // From now on handles dropped elsewhere release directly (and leak what can no longer run)...
     std::lock_guard<std::mutex> lk(d->deferred_mutex);
     d->alive.store(false, std::memory_order_release);
   }
+  process_deferred(d);  // ...and what was queued before is released here, on the owner.
   greenlet_impl* main = d->main;
   // d->current holds no reference. If it is not main (the thread ends inside a greenlet) and orphaned, it can
   // never run again: it is left as it is, like one whose thread is gone.

@@ -1,6 +1,7 @@
 // Greenlets and OS threads: each thread has its own main greenlet; greenlets never cross threads.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -250,6 +251,53 @@ TEST_CASE("tracers are per thread") {
   greenlet([] {}).switch_();
   CHECK(calls_here == 2);
   tendril::settrace(previous);
+}
+
+TEST_CASE(
+    "the last handle dropped on another thread while the greenlet runs and takes handles to itself: killed once, "
+    "freed once") {
+  // A race the reference count must survive: thread B drops the last outside handle at any moment while the
+  // greenlet, on this thread, keeps making and dropping handles to itself (greenlet::current()). Each greenlet
+  // must be killed exactly once, at its pending switch, and freed exactly once (ASan and valgrind check that).
+  constexpr int iterations = 1000;
+  std::atomic<greenlet*> slot{nullptr};
+  std::atomic<bool> done{false};
+  std::thread dropper([&] {
+    while (!done.load()) {
+      if (greenlet* h = slot.exchange(nullptr)) {
+        delete h;
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  });
+  int killed = 0;
+  int resumed = 0;
+  for (int it = 0; it < iterations; ++it) {
+    greenlet parent = greenlet::current();
+    std::optional<greenlet> mine;
+    mine.emplace([&] {
+      slot.store(new greenlet(std::move(*mine)));  // the only handle, now B's to drop
+      for (int i = 0; i < 50; ++i) {
+        greenlet self = greenlet::current();
+        (void)self;
+      }
+      try {
+        parent.switch_();
+        ++resumed;
+      } catch (const greenlet_exit&) {
+        ++killed;
+        throw;
+      }
+    });
+    mine->switch_();                                           // `mine` keeps a moved-from handle
+    while (slot.load() != nullptr) std::this_thread::yield();  // B has taken the handle, and drops it
+  }
+  done = true;
+  dropper.join();
+  greenlet::current();  // the owner's next call releases what B queued
+  CHECK(killed == iterations);
+  CHECK(resumed == 0);
 }
 
 }  // TEST_SUITE
