@@ -130,7 +130,7 @@ bool waiter::notify(outcome why) noexcept {
   if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
   notified_by = tl_state;
   state.store(why, std::memory_order_release);
-  waker.wake();
+  if (armed) waker.wake();  // else park() has not suspended yet and sees the outcome first (a cancel())
   return true;
 }
 
@@ -180,8 +180,11 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
   {
     std::unique_lock<spinlock> lk = lock_spin(w.spin);
     w.waker = fiber->create_waker();
+    w.armed = true;
     if (outer != nullptr) outer->unlock();
-    {
+    if (w.state.load(std::memory_order_relaxed) != waiter::outcome::waiting) {
+      lk.unlock();  // cancel()ed between publishing w and arming it: nothing to wait for
+    } else {
       switch_guard guard(self);
       // Both calls release `lk` only after this context is switched out, so a notify() (which takes the same
       // spinlock) can never run between our decision to park and the park itself: no lost wake-ups.
@@ -426,6 +429,10 @@ struct task_runner {
       }
     }
     std::shared_ptr<task_base> keep = finish(st, ctx, cancelled, std::move(error));
+    // Drop the last reference (if it is the last) while this fiber is still the task's current context: the
+    // state's destructor may run user code (the unhandled-exception handler, the result's destructor) that
+    // blocks, and a blocking call must find this fiber's own context, not the thread's main one.
+    keep.reset();
     if (ctx.domain != nullptr) end_domain(&ctx.domain);  // the task used greenlets
     exchange_domain_slot(nullptr);
     set_current_stack_label(nullptr);

@@ -4,8 +4,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <functional>
 #include <string>
+#include <thread>
 
 #include "helpers.hpp"
 #include "tendril/io.hpp"
@@ -240,4 +242,38 @@ TEST_CASE("cancelled tasks are not reported as unhandled exceptions") {
     tendril::spawn([] { tendril::sleep_for(1h); }, {.name = "left behind"});
   });
   CHECK(cap.reports.empty());
+}
+
+TEST_CASE("cancel() from another thread racing a task that parks and catches task_cancelled in a loop") {
+  // cancel() can find a task's waiter published but not yet armed with a waker; it must then only record the
+  // outcome (it used to wake an empty waker and crash).
+  std::atomic<bool> stop{false};
+  std::atomic<long> caught{0};
+  tendril::promise<tendril::task<void>> handle;
+  auto fut = handle.get_future();
+  std::thread canceller([&] {
+    auto t = fut.get();
+    // Two seconds of cancels (the race window is a few instructions wide: it took seconds to hit).
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (std::chrono::steady_clock::now() < until) {
+      t.cancel();
+      for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+    }
+    stop = true;
+  });
+  tendril::run([&] {
+    auto t = tendril::spawn([&] {
+      while (!stop.load()) {
+        try {
+          tendril::sleep_until(std::chrono::steady_clock::now());
+        } catch (const tendril::task_cancelled&) {
+          caught++;
+        }
+      }
+    });
+    handle.set_value(t);
+    t.join();
+  });
+  canceller.join();
+  CHECK(caught.load() > 0);
 }

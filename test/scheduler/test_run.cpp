@@ -355,3 +355,28 @@ TEST_CASE("spawning from an exiting thread's teardown is refused, not hung") {
   }).join();
   CHECK(sw.elapsed() < generous(5s));
 }
+
+TEST_CASE("an unhandled-exception handler may block: it runs on the finishing task's own fiber") {
+  // The handler runs when the last handle to a failed task goes, which for a dropped task is at the end of its
+  // own fiber. A blocking call there must suspend that fiber (it used to wait on the thread's main context).
+  std::vector<std::string> log;
+  auto previous = tendril::set_unhandled_exception_handler([&](const std::string& name, std::exception_ptr) {
+    log.push_back("handler for " + name);
+    tendril::sleep_for(5ms);
+    log.push_back("handler woke");
+  });
+  const int r = tendril::run([&] {
+    tendril::spawn(
+        [] {
+          tendril::sleep_for(10ms);
+          throw std::runtime_error("dropped and failed");
+        },
+        {.name = "detached"});
+    tendril::sleep_for(100ms);
+    log.push_back("main done");
+    return 7;
+  });
+  tendril::set_unhandled_exception_handler(previous);
+  CHECK(r == 7);
+  CHECK(log == std::vector<std::string>{"handler for detached", "handler woke", "main done"});
+}
