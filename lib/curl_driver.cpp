@@ -1,14 +1,14 @@
 // lib/curl_driver.cpp — the libcurl multi_socket driver on the scheduler's reactor. The only file that includes curl.
 //
 // Shape (PhotonLibOS-style "callbacks record, the loop acts"):
-//  - CURLMOPT_SOCKETFUNCTION only updates the epoll set (level-triggered) and the per-socket state stored with
-//    curl_multi_assign; CURLMOPT_TIMERFUNCTION only records a deadline.
+//  - CURLMOPT_SOCKETFUNCTION only updates the epoll set (level-triggered) and the driver's per-fd socket_state
+//    (kept by fd number, see socket_state); CURLMOPT_TIMERFUNCTION only records a deadline.
 //  - The reactor reports ready sockets to socket_state::on_ready, which records the event bits and wakes the
 //    driver: a service task of the scheduler that parks with curl's timer as its deadline.
 //  - The driver task calls curl_multi_socket_action() and curl_multi_info_read(), and wakes the task parked on
 //    each finished transfer. No curl_multi_* call ever happens inside a curl callback (libcurl 7.82+ refuses
 //    them with CURLM_RECURSIVE_API_CALL).
-// libcurl 7.88.1 facts honoured: the same fd number comes back after CURL_POLL_REMOVE (state is per socket, the
+// libcurl 7.88.1 facts honoured: the same fd number comes back after CURL_POLL_REMOVE (state is per fd, the
 // reactor falls back from ADD to MOD, and ignores ENOENT/EBADF on DEL); CURLOPT_NOSIGNAL on every handle and
 // SIGPIPE ignored once; CURLOPT_QUICK_EXIT so removing a cancelled transfer never waits for a resolver thread;
 // CURLOPT_MAXREDIRS always set; a larger CURLOPT_BUFFERSIZE for bulk transfers.
@@ -72,6 +72,7 @@ struct socket_state final : io_source {
   std::uint32_t wanted = 0;      // what libcurl asked to watch; 0 after CURL_POLL_REMOVE
   std::uint32_t registered = 0;  // the events of the fd's epoll registration; 0: not registered
   bool ours = false;             // opened by on_open_socket: its close goes through on_close_socket
+  bool in_idle = false;          // listed in curl_driver::idle (listed once, however often it idles)
   void on_ready(std::uint32_t events) noexcept override;
 };
 
@@ -128,7 +129,9 @@ struct curl_driver {
   void sweep_idle() noexcept {
     for (curl_socket_t fd : idle) {
       socket_state* st = find_state(fd);
-      if (st != nullptr && st->wanted == 0) unregister(*st);
+      if (st == nullptr) continue;
+      st->in_idle = false;
+      if (st->wanted == 0) unregister(*st);
     }
     idle.clear();
   }
@@ -179,7 +182,10 @@ int on_socket(CURL*, curl_socket_t s, int what, void* userp, void*) {
       st.wanted = 0;
       st.pending = 0;
       if (st.ours && st.registered != 0) {
-        d->idle.push_back(s);  // kept registered while it idles; on_close_socket unwatches it
+        if (!st.in_idle) {  // kept registered while it idles; on_close_socket unwatches it
+          st.in_idle = true;
+          d->idle.push_back(s);
+        }
       } else {
         d->unregister(st);
       }
