@@ -206,14 +206,18 @@ void settle_orphan(greenlet_impl* g) noexcept;
 // Makes `target` the current greenlet and leaves it the message; returns its continuation (created if unstarted).
 TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self, greenlet_impl* target, value& v,
                                          std::exception_ptr& e, trace_event event) {
+  continuation next;
+  if (!target->started) [[unlikely]] {
+    // First, as it may throw (no memory for a stack): then nothing has changed and the caller stays current.
+    next = continuation::create(target->stack_size, &run_greenlet, target, &target->label);
+    target->started = true;
+  } else {
+    next = std::move(target->ctx);
+  }
   tl_message = switch_message{self, &v, &e, event};
   d->current = target;
   set_current_stack_label(target->running_label);
-  if (!target->started) [[unlikely]] {
-    target->started = true;
-    return continuation::create(target->stack_size, &run_greenlet, target, &target->label);
-  }
-  return std::move(target->ctx);
+  return next;
 }
 
 // The tracer, on the landing side. A handle to the origin is held meanwhile; an orphaned origin is settled when

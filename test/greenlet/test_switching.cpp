@@ -1,6 +1,8 @@
 // Switching rules, ported from greenlet's test_greenlet.py (the tests that make sense without Python objects).
 #include <doctest/doctest.h>
 
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -425,3 +427,12 @@ TEST_CASE("set_parent errors: cycles and the main greenlet throw greenlet_error"
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("no memory for a new greenlet's stack: switch_ throws std::bad_alloc and nothing has changed") {
+  greenlet g([] { return 1; }, std::nullopt, tendril::stack_options{.size = std::size_t{1} << 50});  // 1 PiB
+  CHECK_THROWS_AS(g.switch_(), std::bad_alloc);
+  CHECK(greenlet::current().is_main());
+  CHECK_FALSE(g.started());
+  greenlet h([] { return 2; });
+  CHECK(h.switch_().as<int>() == 2);
+}
