@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
@@ -101,28 +102,39 @@ struct thread_pool_state {
 #define MADV_POPULATE_WRITE 23
 #endif
 
-// process_madvise() on this process (a pidfd of our own, reopened after a fork): one system call for a whole
-// vector of ranges. False if the kernel does not take it (then the caller falls back, or does without).
+// process_madvise() on this process: one system call for a whole vector of ranges. False if it did not do it all
+// (then the caller falls back, or does without). Lock-free, so that a child forked while another thread was in
+// here cannot deadlock. The pidfd is per process: a child opens its own, and leaves the inherited one alone (it
+// may have closed and reused that number; pidfds are close-on-exec). An advice the kernel refused once (old
+// kernel, seccomp) is not tried again.
 bool madvise_self(const iovec* iov, std::size_t n, int advice) noexcept {
-  static std::mutex m;
-  static int fd = -1;
-  static pid_t owner = 0;
-  static bool unsupported = false;
-  std::lock_guard<std::mutex> lk(m);
-  if (unsupported) return false;
-  const pid_t pid = ::getpid();
-  if (fd < 0 || owner != pid) {
-    if (fd >= 0) ::close(fd);  // inherited from the parent: it names the parent
-    fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    owner = pid;
-    if (fd < 0) {
-      unsupported = true;
+  static std::atomic<std::uint64_t> self{0};     // (pid << 32) | pidfd; 0: none yet
+  static std::atomic<std::uint32_t> refused{0};  // bit 0: pidfd_open, bit 1: MADV_GUARD_INSTALL, bit 2: others
+  const std::uint32_t bit = advice == MADV_GUARD_INSTALL ? 2U : 4U;
+  if ((refused.load(std::memory_order_relaxed) & (1U | bit)) != 0) return false;
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  std::uint64_t cur = self.load(std::memory_order_acquire);
+  if (cur == 0 || static_cast<std::uint32_t>(cur >> 32) != pid) {
+    const long opened = ::syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0U);
+    if (opened < 0) {
+      refused.fetch_or(1U, std::memory_order_relaxed);
       return false;
     }
+    const std::uint64_t mine = (std::uint64_t{pid} << 32) | static_cast<std::uint32_t>(opened);
+    if (self.compare_exchange_strong(cur, mine, std::memory_order_acq_rel)) {
+      cur = mine;
+    } else {
+      ::close(static_cast<int>(opened));  // another thread of this process was first: ours is not needed
+      if (static_cast<std::uint32_t>(cur >> 32) != pid) return false;
+    }
   }
+  const int fd = static_cast<int>(static_cast<std::uint32_t>(cur));
   std::size_t bytes = 0;
   for (std::size_t i = 0; i < n; ++i) bytes += iov[i].iov_len;
   const long done = ::syscall(SYS_process_madvise, fd, iov, n, advice, 0U);
+  if (done < 0 && (errno == ENOSYS || errno == EPERM || errno == EINVAL)) {
+    refused.fetch_or(bit, std::memory_order_relaxed);
+  }
   return done >= 0 && static_cast<std::size_t>(done) == bytes;
 }
 

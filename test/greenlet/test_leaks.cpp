@@ -1,8 +1,12 @@
 // No leaks: stacks go back to the pool, and every dropped greenlet is unwound (greenlet's test_leaks.py).
 // Memory itself is checked by running this suite under valgrind and ASan (meson test --setup valgrind / asan).
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "helpers.hpp"
@@ -103,6 +107,38 @@ TEST_CASE("unfinished generators dropped in a loop leave no stacks behind") {
   }
   CHECK(stack_pool_statistics().in_use == before.in_use);
   CHECK(stack_pool_statistics().mapped == before.mapped);
+}
+
+TEST_CASE("a forked child that closed and reused its inherited descriptors keeps them while it maps new stacks") {
+  // The stack pool may use a pidfd of its own; a child must not close the parent's by number.
+  std::vector<greenlet> held;
+  for (int i = 0; i < 20; ++i) {  // more stacks than a slab holds: the parent maps slabs (and opens what it needs)
+    held.emplace_back([] { switch_to_parent(); });
+    held.back().switch_();
+  }
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    for (int fd = 3; fd < 256; ++fd) ::close(fd);  // a daemon-style child closes what it inherited...
+    std::vector<int> mine;
+    for (int i = 0; i < 10; ++i) mine.push_back(::open("/dev/null", O_RDONLY));  // ...and reuses the numbers
+    std::vector<greenlet> more;
+    for (int i = 0; i < 40; ++i) {  // new slabs, in the child
+      more.emplace_back([] { switch_to_parent(); });
+      more.back().switch_();
+    }
+    int lost = 0;
+    for (int fd : mine) {
+      char target[256] = {};
+      const std::string link = "/proc/self/fd/" + std::to_string(fd);
+      if (::readlink(link.c_str(), target, sizeof target - 1) < 0 || std::string(target) != "/dev/null") ++lost;
+    }
+    ::_exit(lost);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // descriptors of the child's own that changed under it
 }
 
 }  // TEST_SUITE
