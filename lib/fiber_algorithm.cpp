@@ -152,10 +152,9 @@ class reactor_algorithm final : public fibers::algo::algorithm {
     //  - only on the dispatcher, whose turn comes once per round. A fiber calls pick_next() while it parks, still
     //    holding its waiter's spinlock (released only after the switch), so delivering an event to that waiter
     //    from there would deadlock;
-    //  - only when something is ready. This poll may drain the eventfd a remote wake-up (another thread's
-    //    notify()) has just written: with fibers ready that is harmless (the dispatcher runs again and collects
-    //    Boost's remote queue), but with none the dispatcher would go on to block in suspend_until() and the
-    //    wake-up would be lost;
+    //  - only when something is ready: with nothing ready the dispatcher goes on to suspend_until(), which polls
+    //    (or sleeps) anyway. (A remote wake-up drained from the eventfd here is not lost either way: notify()
+    //    also sets pending_, which suspend_until() checks before it sleeps.);
     //  - only when some fd is watched: otherwise there is nothing to look at, and busy tasks pay no system call;
     //  - not right after suspend_until() has polled: this round has already looked.
     if (!ready_.empty() && (watched_ > 0 || untracked_watch.load(std::memory_order_relaxed)) &&

@@ -145,6 +145,8 @@ class TENDRIL_API value {
     return as_tuple_impl<T...>(std::index_sequence_for<T...>{});
   }
 
+  // The positional and keyword values. For a value without any, these are shared empty vectors: take them
+  // again after push_back() or set_keyword() rather than keeping the reference.
   const std::vector<std::any>& args() const noexcept { return d_ ? d_->args : detail::no_args(); }
   const keyword_list& keywords() const noexcept { return d_ ? d_->keywords : detail::no_keywords(); }
   bool has_keyword(std::string_view name) const noexcept { return find(name) != nullptr; }
