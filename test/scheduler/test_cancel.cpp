@@ -253,11 +253,18 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
   auto fut = handle.get_future();
   std::thread canceller([&] {
     auto t = fut.get();
-    // Two seconds of cancels (the race window is a few instructions wide: it took seconds to hit).
-    const auto until = std::chrono::steady_clock::now() + 2s;
-    while (std::chrono::steady_clock::now() < until) {
+    // Two seconds of cancels at least (the race window is a few instructions wide: it took seconds to hit), and
+    // until the task has caught some (under valgrind, threads take turns: give the task's thread the CPU too).
+    const auto start = std::chrono::steady_clock::now();
+    for (long i = 0;; ++i) {
+      const auto elapsed = std::chrono::steady_clock::now() - start;
+      if (elapsed > 60s || (elapsed > 2s && caught.load() > 0)) break;
       t.cancel();
-      for (int i = 0; i < 64; ++i) __builtin_ia32_pause();
+      if (i % 4096 == 0) {
+        std::this_thread::yield();
+      } else {
+        for (int k = 0; k < 64; ++k) __builtin_ia32_pause();
+      }
     }
     stop = true;
   });
