@@ -2,6 +2,11 @@
 #include <doctest/doctest.h>
 
 #include <sys/socket.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 #include <unistd.h>
 
 #include <atomic>
@@ -247,6 +252,11 @@ TEST_CASE("cancelled tasks are not reported as unhandled exceptions") {
 TEST_CASE("cancel() from another thread racing a task that parks and catches task_cancelled in a loop") {
   // cancel() can find a task's waiter published but not yet armed with a waker; it must then only record the
   // outcome (it used to wake an empty waker and crash).
+  if (RUNNING_ON_VALGRIND != 0) {
+    // valgrind runs one thread at a time: no race to hit, and the spinning canceller can starve the task.
+    MESSAGE("skipped under valgrind: this race needs two threads really running at once");
+    return;
+  }
   std::atomic<bool> stop{false};
   std::atomic<long> caught{0};
   tendril::promise<tendril::task<void>> handle;
@@ -258,7 +268,7 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
     const auto start = std::chrono::steady_clock::now();
     for (long i = 0;; ++i) {
       const auto elapsed = std::chrono::steady_clock::now() - start;
-      if (elapsed > 60s || (elapsed > 2s && caught.load() > 0)) break;
+      if (elapsed > 30s || (elapsed > 2s && caught.load() > 0)) break;
       t.cancel();
       if (i % 4096 == 0) {
         std::this_thread::yield();
