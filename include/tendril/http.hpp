@@ -146,7 +146,7 @@ class TENDRIL_API stream {
   // Like read(into.size()), into a buffer of the caller's (Python's readinto): returns the number of bytes
   // stored at the start of `into`, 0 once the body is complete (or if `into` is empty). No allocation per
   // piece, and while the task waits for data libcurl's pieces are copied straight into `into`: the cheapest way
-  // to consume a large body. `into` must stay valid during the call only.
+  // to consume a large body. `into` must stay valid during the call only. Throws http::error as read() does.
   std::size_t read_into(std::span<char> into);
   // Reads the rest of the body.
   std::string read_all();

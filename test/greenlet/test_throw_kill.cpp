@@ -31,6 +31,18 @@ std::exception_ptr make(const char* what) {
   return std::make_exception_ptr(E(what));
 }
 
+// Switches to the parent and records how control came back: "killed" (greenlet_exit, rethrown so the greenlet
+// dies) or "resumed".
+void wait_logging(std::vector<std::string>& log) {
+  try {
+    switch_to_parent();
+  } catch (const greenlet_exit&) {
+    log.push_back("killed");
+    throw;
+  }
+  log.push_back("resumed");
+}
+
 }  // namespace
 
 TEST_SUITE("throw_kill") {
@@ -344,13 +356,7 @@ TEST_CASE(
     destructor_counter c(unwound);
     holder.reset();  // the last handle goes while this greenlet runs
     log.push_back("running on");
-    try {
-      switch_to_parent();
-    } catch (const greenlet_exit&) {
-      log.push_back("killed");
-      throw;
-    }
-    log.push_back("resumed");
+    wait_logging(log);
   });
   CHECK(holder->switch_().empty());  // the value of the greenlet's switch_to_parent(), delivered before the kill
   CHECK(log == std::vector<std::string>{"running on", "killed"});
@@ -401,13 +407,7 @@ TEST_CASE("the last handle of the running greenlet dropped on another thread: ki
     destructor_counter c(unwound);
     std::thread([h = std::move(*holder)]() mutable { greenlet last = std::move(h); }).join();
     log.push_back("dropped elsewhere");
-    try {
-      switch_to_parent();
-    } catch (const greenlet_exit&) {
-      log.push_back("killed");
-      throw;
-    }
-    log.push_back("resumed");
+    wait_logging(log);
   });
   holder->switch_();  // `holder` keeps a moved-from handle
   CHECK(log == std::vector<std::string>{"dropped elsewhere", "killed"});

@@ -2,11 +2,6 @@
 #include <doctest/doctest.h>
 
 #include <sys/socket.h>
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#endif
 #include <unistd.h>
 
 #include <atomic>
@@ -252,7 +247,7 @@ TEST_CASE("cancelled tasks are not reported as unhandled exceptions") {
 TEST_CASE("cancel() from another thread racing a task that parks and catches task_cancelled in a loop") {
   // cancel() can find a task's waiter published but not yet armed with a waker; it must then only record the
   // outcome (it used to wake an empty waker and crash).
-  if (RUNNING_ON_VALGRIND != 0) {
+  if (under_valgrind()) {
     // valgrind runs one thread at a time: no race to hit, and the spinning canceller can starve the task.
     MESSAGE("skipped under valgrind: this race needs two threads really running at once");
     return;
