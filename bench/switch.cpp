@@ -133,11 +133,12 @@ double raw_round_trip_pair(long n, ctx::pooled_fixedsize_stack& salloc) {
   return ns;
 }
 
-// The main <-> fiber round trip again, with resume() behind one non-inlined call on both sides, as in any switch
-// API that is not a header-only template (tendril's public headers cannot include Boost). jump_fcontext is
-// entered by a call and left by an indirect jump, so the CPU's return-stack buffer is one entry off after landing
-// on the other stack: the call's `ret` is mispredicted, once per switch. That, not instruction count, is most of
-// the cost of a library switch on this hardware; this row measures the floor for any such API.
+// The main <-> fiber round trip again, with resume() behind one non-inlined call on both sides, as in a switch
+// API written in C++ that is not a header-only template (tendril's public headers cannot include Boost).
+// jump_fcontext is entered by a call and left by an indirect jump, so the CPU's return-stack buffer is one entry
+// off after landing on the other stack and the wrapper's `ret` is mispredicted, once per switch: this row shows
+// what that costs. tendril's switch_value() avoids it by leaving to its caller with an indirect jump too
+// (lib/switch_x86_64.S).
 [[gnu::noinline]] ctx::fiber resume_out_of_line(ctx::fiber&& f) { return std::move(f).resume(); }
 
 double raw_round_trip_one_call(long n, ctx::pooled_fixedsize_stack& salloc) {
@@ -207,7 +208,7 @@ int main(int argc, char** argv) {
   const tendril::stack_pool_stats st = tendril::stack_pool_statistics();
   const double one_call_ns = best_ns_per_op(switches, [&] { return raw_round_trip_one_call(switches, salloc); });
   std::printf(
-      "\nfloor for a non-inline switch API: raw round trip with resume() behind one call: %.1f ns;\n"
+      "\nraw round trip with resume() behind one non-inlined C++ call (a mispredicted return per switch): %.1f ns;\n"
       "tendril's main <-> greenlet round trip is %.2fx that\n",
       one_call_ns, rows[0].tendril_ns / one_call_ns);
   std::printf("\ntendril stack pool afterwards: %zu in use, %zu pooled, %zu mapped\n", st.in_use, st.pooled, st.mapped);

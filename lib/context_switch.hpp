@@ -3,10 +3,9 @@
 // A `continuation` is a suspended execution context (a stack plus saved registers). It has the layout of
 // boost::context::fiber (one fcontext_t) and creates its contexts through it, so Boost.Context's entry, exit
 // and unwinding rules apply unchanged; only the hot operations (move, test, resume) are inline here, calling
-// Boost.Context's jump_fcontext directly exactly as fiber::resume() does. Inline matters beyond saving calls:
-// jump_fcontext is entered by a call and left by an indirect jump, so every return executed after landing on
-// the other stack is mispredicted by the CPU's return-stack buffer; the fewer frames between user code and
-// the jump, the cheaper a switch (bench/switch.cpp).
+// Boost.Context's jump_fcontext directly exactly as fiber::resume() does. The other doorway is
+// lib/switch_x86_64.S, greenlet::switch_value() on x86-64, which calls jump_fcontext itself with a raw context
+// taken out of a continuation (release/adopt below); see there for why.
 #pragma once
 
 #include <boost/context/detail/fcontext.hpp>
@@ -57,6 +56,15 @@ class continuation {
   // A new suspended context on a pooled stack of `stack_size` usable bytes. `label` (may be null) is filled
   // with the stack's guard-page range, for the stack-overflow message.
   static continuation create(std::size_t stack_size, body_fn body, void* arg, stack_label* label);
+
+  // The raw context, for the assembly switch (lib/switch_x86_64.S): taken out of, or adopted into, a continuation.
+  void* release() && noexcept { return std::exchange(fctx_, nullptr); }
+  static continuation adopt(void* raw) noexcept {
+    continuation c;
+    c.fctx_ = raw;
+    return c;
+  }
+  void adopt_into_empty(void* raw) noexcept { fctx_ = raw; }  // this continuation must be empty
 
   // Forgets the suspended context without unwinding it: its stack is leaked. For contexts that can never run
   // again (a greenlet that refused to die, or whose thread is gone).

@@ -11,6 +11,14 @@
 #include "greenlet_domain.hpp"
 #include "stack_pool.hpp"
 
+// On x86-64 ELF, greenlet::switch_value() is the assembly entry in lib/switch_x86_64.S (why: see there), over
+// tendril_switch_begin() and tendril_switch_end() below. Elsewhere it is plain C++.
+#if defined(__x86_64__) && defined(__ELF__)
+#define TENDRIL_ASM_SWITCH 1
+#else
+#define TENDRIL_ASM_SWITCH 0
+#endif
+
 namespace tendril {
 
 const char* greenlet_exit::what() const noexcept { return "greenlet_exit"; }
@@ -26,6 +34,7 @@ struct greenlet_domain {
   bool killing_deferred = false;
   std::mutex deferred_mutex;
   std::vector<greenlet_impl*> deferred;  // dropped on another thread: kill here
+  std::exception_ptr outbox;              // an exception in flight from switch_begin_slow() to its receiver
 };
 
 class greenlet_impl {
@@ -300,6 +309,96 @@ TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr&
   return transfer(d, self, target, v, e, event);
 }
 
+// ---- the switch_value() entry (lib/switch_x86_64.S on x86-64) -------------------------------------------------
+#if TENDRIL_ASM_SWITCH
+
+// Stands for "no exception" in switch messages from switch_value(), which never sends one of its own.
+const std::exception_ptr no_exception;
+
+}  // namespace
+
+// What tendril_switch_begin() returns to the assembly entry, in %rax:%rdx.
+struct switch_plan {
+  void* to;  // the context to resume; null when there is no switch (the result is built)
+  greenlet_impl* self;
+};
+
+namespace {
+
+// The rare cases of switch_value(): an unstarted, dead or run-less target, or a switch to oneself.
+[[gnu::noinline]] switch_plan switch_begin_slow(value* out, greenlet_domain* d, greenlet_impl* self,
+                                                greenlet_impl* target, value* v) {
+  std::exception_ptr e;
+  if (target->dead || (!target->started && !target->run)) target = resolve(target, *v, e);
+  if (target == self) {
+    if (e) std::rethrow_exception(std::move(e));
+    ::new (static_cast<void*>(out)) value(std::move(*v));
+    return {nullptr, nullptr};
+  }
+  // An exception from resolve() must outlive this frame: the receiver takes it from the domain's outbox.
+  continuation next = prepare_landing(d, self, target, *v,
+                                      e ? d->outbox : const_cast<std::exception_ptr&>(no_exception),
+                                      trace_event::switch_);
+  if (e) d->outbox = std::move(e);
+  self->eh = thread_exception_state();
+  return {std::move(next).release(), self};
+}
+
+// The rest of receive() for tendril_switch_end(), whose value is built at `out` already: an exception thrown in,
+// a tracer, an orphaned sender.
+[[gnu::noinline]] void switch_end_slow(value* out, greenlet_impl* self) {
+  const switch_message m = tl_message;
+  std::exception_ptr e;
+  if (*m.e) e = std::move(*m.e);
+  if (tl_has_tracer) {
+    call_tracer(self, m, e);
+  } else if (m.from->orphaned) {
+    settle_orphan(m.from);
+  }
+  if (e) {
+    out->~value();
+    std::rethrow_exception(std::move(e));
+  }
+}
+
+}  // namespace
+
+// Called by the assembly entry before the jump: checks, leaves the receiver its message, makes the target current.
+// `handle` is the greenlet object (its only member is the impl pointer), `v` the caller's value, alive until the
+// switch returns.
+extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* handle, value* v) {
+  greenlet_impl* target = *handle;
+  if (target == nullptr) [[unlikely]]
+    throw greenlet_error("switch_() on a moved-from greenlet handle");
+  greenlet_domain* d = current_domain();
+  if (target->domain != d) [[unlikely]]
+    throw greenlet_error("cannot switch to a greenlet of another thread or task");
+  greenlet_impl* self = d->current;
+  if (target->dead || !target->started || target == self) [[unlikely]]
+    return switch_begin_slow(out, d, self, target, v);
+  continuation next = std::move(target->ctx);
+  tl_message = switch_message{self, v, const_cast<std::exception_ptr*>(&no_exception), trace_event::switch_};
+  d->current = target;
+  set_current_stack_label(target->running_label);
+  self->eh = thread_exception_state();
+  return {std::move(next).release(), self};
+}
+
+// Called by the assembly entry after landing back in `self`: `back` is the context we came from (null if it
+// finished). Builds the received value at `out`, or throws what was thrown into `self`.
+extern "C" void tendril_switch_end(value* out, greenlet_impl* self, void* back) {
+  thread_exception_state() = self->eh;
+  const switch_message& m = tl_message;
+  if (back != nullptr) [[likely]]
+    m.from->ctx.adopt_into_empty(back);  // the sender was running, so its ctx is empty
+  ::new (static_cast<void*>(out)) value(std::move(*m.v));
+  if (*m.e || tl_has_tracer || m.from->orphaned) [[unlikely]]
+    switch_end_slow(out, self);
+}
+
+namespace {
+#endif  // TENDRIL_ASM_SWITCH
+
 // ---- killing -------------------------------------------------------------------------------------------------
 
 // The last handle to a started, unfinished greenlet of the current domain went away: throw greenlet_exit into
@@ -481,12 +580,14 @@ greenlet greenlet::current() { return greenlet(detail::current_domain()->current
 
 greenlet getcurrent() { return greenlet::current(); }
 
+#if !TENDRIL_ASM_SWITCH  // else defined in lib/switch_x86_64.S over tendril_switch_begin/end
 value greenlet::switch_value(value v) {
   if (impl_ == nullptr) [[unlikely]]
     throw greenlet_error("switch_() on a moved-from greenlet handle");
   std::exception_ptr none;
   return detail::switch_to(impl_, v, none, trace_event::switch_);
 }
+#endif
 
 value greenlet::throw_() { return throw_(std::make_exception_ptr(greenlet_exit{})); }
 
