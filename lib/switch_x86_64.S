@@ -18,6 +18,10 @@
 // the jump; jump_fcontext saves and restores them per context, so after landing they are the receiver's own.
 // The CFI below lets C++ exceptions (a greenlet_error from begin, an exception thrown into the greenlet from end,
 // Boost's forced_unwind at the jump) unwind through this frame into the caller.
+//
+// Like jump_fcontext, this leaves a frame without `ret`, which CET shadow stacks forbid. The file therefore
+// carries no GNU property note claiming shadow-stack support, so the loader never enables shadow stacks for a
+// process that links tendril (as with any object lacking the note).
 #if defined(__x86_64__) && defined(__ELF__)
 
     .text
@@ -46,7 +50,7 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     movq    %rdx, %r12
     movq    %rax, %rdi
     xorl    %esi, %esi
-    call    jump_fcontext@PLT           // returns when switched back to: %rax = the context we came from
+    call    *jump_fcontext@GOTPCREL(%rip)  // returns when switched back to: %rax = the context we came from
     movq    %rbx, %rdi
     movq    %r12, %rsi
     movq    %rax, %rdx
