@@ -31,8 +31,9 @@
 //   build/bench/bench_tasks --quick    smaller counts, and no 1,000,000-task case
 //   build/bench/bench_tasks --case NAME tendril|boost [N]
 //                                      one side of one case, N operations, no warm-up pairs (for profiling, e.g.
-//                                      under valgrind --tool=callgrind); NAME: spawn-join, spawn-batch, yield,
-//                                      channel, rendezvous, cross-thread. Prints ns per operation.
+//                                      under valgrind --tool=callgrind); NAME: spawn-join, spawn-batch (100),
+//                                      spawn-batch-1000, yield, channel, rendezvous, cross-thread. Prints ns per
+//                                      operation.
 #include <unistd.h>
 
 #include <boost/fiber/all.hpp>
@@ -475,6 +476,8 @@ int single_case_main(int argc, char** argv) {
     ns = t ? tendril_spawn_join(n) : boost_spawn_join(n);
   } else if (name == "spawn-batch") {
     ns = t ? tendril_spawn_batch(n, 100) : boost_spawn_batch(n, 100);
+  } else if (name == "spawn-batch-1000") {
+    ns = t ? tendril_spawn_batch(n, 1000) : boost_spawn_batch(n, 1000);
   } else if (name == "yield") {
     ns = t ? tendril_yield(n) : boost_yield(n);
   } else if (name == "channel") {
