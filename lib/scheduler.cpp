@@ -503,12 +503,13 @@ struct task_runner {
     // reference the scheduler releases once the fiber has terminated, attached to this thread's scheduler and
     // made ready (launch::post).
     using context_t = boost::fibers::worker_context<void (*)(exec_context*), exec_context*>;
+    char* const sp = b.top - exec_context_reserve;
     boost::context::stack_context sctx;
-    sctx.sp = b.top - exec_context_reserve;
+    sctx.sp = sp;
     sctx.size = b.size - exec_context_reserve;
-    const auto top = reinterpret_cast<std::uintptr_t>(sctx.sp);
-    void* storage = reinterpret_cast<void*>((top - sizeof(context_t)) & ~static_cast<std::uintptr_t>(0xff));
-    const std::size_t size = reinterpret_cast<std::uintptr_t>(storage) - (top - sctx.size);
+    char* const record = sp - sizeof(context_t);
+    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 0xff);  // 256-byte aligned, as Boost does
+    const std::size_t size = static_cast<std::size_t>(static_cast<char*>(storage) - (sp - sctx.size));
     // The fiber gets a plain pointer: self_ keeps the state alive while the task runs (one reference count
     // update less on each side than passing a shared_ptr).
     state->self_ = state;
