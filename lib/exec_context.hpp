@@ -66,6 +66,8 @@ struct waiter {
   // park() has created `waker` (under `spin`). A cross-thread cancel() can notify a published waiter before that;
   // it must then only record the outcome, which park() finds before suspending.
   bool armed = false;
+  // Parked by a task (cancel() may notify it from another thread); set by park() before anyone can find w.
+  bool cancellable = false;
   // Written under `spin`; atomic so that park() can read it without the lock when a notify() of its own
   // thread woke it (that notify() has returned before the parked context can run again).
   std::atomic<outcome> state{outcome::waiting};

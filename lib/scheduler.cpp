@@ -148,6 +148,16 @@ bool context_waker::wake() const noexcept {
 }
 
 bool waiter::notify(outcome why) noexcept {
+  // A waiter no cancel() can reach (a main context's), notified from its own thread: every other notify() of it
+  // is of this thread too (the caller's lock, or the reactor), and park() settles a deadline on this thread, so
+  // nothing can run between these lines: no spinlock.
+  if (!cancellable && armed && waker.ctx->get_scheduler() == tl_scheduler) {
+    if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
+    notified_by = tl_state;
+    state.store(why, std::memory_order_release);
+    waker.wake();
+    return true;
+  }
   std::unique_lock<spinlock> lk = lock_spin(spin);
   if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
   notified_by = tl_state;
@@ -188,20 +198,47 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
   }
   // Only a task can be cancelled (a thread's main context never is): only a task publishes its waiter.
   const bool cancellable = self.task != nullptr;
-  if (cancellable) {
-    std::unique_lock<spinlock> lk = lock_spin(self.lock);
-    // cancel() sets the flag under this lock, then notifies whatever is parked: either it sees `parked` (and
-    // wakes w), or this sees the flag.
-    if (self.cancel_pending.load(std::memory_order_relaxed)) {
-      self.cancel_pending.store(false, std::memory_order_relaxed);
-      return waiter::outcome::cancelled;
-    }
-    self.parked = &w;
-  }
+  w.cancellable = cancellable;
   if (self.fiber == nullptr) self.fiber = boost::fibers::context::active();
   boost::fibers::context* fiber = self.fiber;
+  // cancel() sets the flag under self.lock, then notifies whatever is parked: either it sees `parked` (and wakes
+  // w), or this sees the flag. False: cancelled (nothing published).
+  auto publish = [&]() noexcept {
+    std::unique_lock<spinlock> lk = lock_spin(self.lock);
+    if (self.cancel_pending.load(std::memory_order_relaxed)) {
+      self.cancel_pending.store(false, std::memory_order_relaxed);
+      return false;
+    }
+    self.parked = &w;
+    return true;
+  };
   waiter::outcome result;
-  {
+  if (!deadline) {
+    // Without a deadline only a notify() ends the wait, and every notify() that finds w (through `outer`, or
+    // through self.parked for cancel(), or on this thread) finds it armed, so the one that changes its state
+    // wakes it, exactly once (nothing else uses this waker's epoch). Hence no spinlock across the suspension:
+    // this context suspends unconditionally, and a wake-up issued before it is switched out comes from another
+    // thread, through the scheduler's remote queue, which this thread looks at only once it is.
+    w.waker = context_waker::create(fiber);
+    w.armed = true;
+    if (cancellable && !publish()) return waiter::outcome::cancelled;
+    if (outer != nullptr) outer->unlock();
+    {
+      switch_guard guard(self);
+      fiber->suspend();
+    }
+    result = w.state.load(std::memory_order_acquire);
+    // A notify() from another thread may still hold w's spinlock: wait for it to let go of w.
+    if (result == waiter::outcome::waiting || w.notified_by != tl_state) {
+      std::unique_lock<spinlock> lk = lock_spin(w.spin);
+      result = w.state.load(std::memory_order_relaxed);
+      if (result == waiter::outcome::waiting) {  // not expected: only a notify() resumes this context
+        result = waiter::outcome::timed_out;
+        w.state.store(result, std::memory_order_relaxed);
+      }
+    }
+  } else {
+    if (cancellable && !publish()) return waiter::outcome::cancelled;
     std::unique_lock<spinlock> lk = lock_spin(w.spin);
     w.waker = context_waker::create(fiber);
     w.armed = true;
@@ -210,13 +247,10 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
       lk.unlock();  // cancel()ed between publishing w and arming it: nothing to wait for
     } else {
       switch_guard guard(self);
-      // Both calls release `lk` only after this context is switched out, so a notify() (which takes the same
-      // spinlock) can never run between our decision to park and the park itself: no lost wake-ups.
-      if (deadline) {
-        fiber->wait_until(*deadline, lk, boost::fibers::waker(w.waker.ctx, w.waker.epoch));
-      } else {
-        fiber->suspend(lk);
-      }
+      // wait_until() releases `lk` only after this context is switched out, so a notify() (which takes the same
+      // spinlock) can never run between our decision to park and the park itself: no lost wake-ups, and the
+      // deadline and a notify() settle who woke it under the lock.
+      fiber->wait_until(*deadline, lk, boost::fibers::waker(w.waker.ctx, w.waker.epoch));
     }
     result = w.state.load(std::memory_order_acquire);
     // Woken by a notify() of this thread: it has returned (the threads' contexts take turns), nothing else can
@@ -356,8 +390,9 @@ void deferred_wakeups::run_all() noexcept {
   head_ = nullptr;
   while (w != nullptr) {
     waiter* next = w->next_deferred;
-    // notify_later() took w's spinlock, which the parked context releases only once it is switched out: it is
-    // suspended (or already resumed by its deadline, and the waker's epoch makes this a no-op).
+    // w is armed (see park_impl()). If w's context belongs to this thread it is suspended; if another thread's,
+    // the wake-up goes through that scheduler's remote queue, which it looks at only once the context is switched
+    // out. Resumed by its deadline meanwhile: the waker's epoch makes this a no-op.
     tl_wake_pending = &w->wake_pending;
     w->waker.wake();
     if (tl_wake_pending != nullptr) {  // no remote notify() released it
