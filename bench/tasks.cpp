@@ -29,6 +29,11 @@
 //
 //   build/bench/bench_tasks            all cases
 //   build/bench/bench_tasks --quick    smaller counts, and no 1,000,000-task case
+//   build/bench/bench_tasks --case NAME tendril|boost [N]
+//                                      one side of one case, N operations, no warm-up pairs (for profiling, e.g.
+//                                      under valgrind --tool=callgrind); NAME: spawn-join, spawn-batch (100),
+//                                      spawn-batch-1000, yield, channel, rendezvous, cross-thread. Prints ns per
+//                                      operation.
 #include <unistd.h>
 
 #include <boost/fiber/all.hpp>
@@ -457,10 +462,47 @@ int sleep_case_main(int argc, char** argv) {
   return 0;
 }
 
+int single_case_main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s --case NAME tendril|boost [N]\n", argv[0]);
+    return 2;
+  }
+  const std::string name = argv[2];
+  const bool t = std::strcmp(argv[3], "tendril") == 0;
+  if (!t && std::strcmp(argv[3], "boost") != 0) return 2;
+  const int n = argc >= 5 ? std::atoi(argv[4]) : 100000;
+  double ns = 0;
+  if (name == "spawn-join") {
+    ns = t ? tendril_spawn_join(n) : boost_spawn_join(n);
+  } else if (name == "spawn-batch") {
+    ns = t ? tendril_spawn_batch(n, 100) : boost_spawn_batch(n, 100);
+  } else if (name == "spawn-batch-1000") {
+    ns = t ? tendril_spawn_batch(n, 1000) : boost_spawn_batch(n, 1000);
+  } else if (name == "yield") {
+    ns = t ? tendril_yield(n) : boost_yield(n);
+  } else if (name == "channel") {
+    ns = t ? tendril_channel(n, 1) : boost_channel<boost::fibers::buffered_channel<int>>(n, [] {
+      return std::make_unique<boost::fibers::buffered_channel<int>>(2);
+    });
+  } else if (name == "rendezvous") {
+    ns = t ? tendril_channel(n, 0) : boost_channel<boost::fibers::unbuffered_channel<int>>(n, [] {
+      return std::make_unique<boost::fibers::unbuffered_channel<int>>();
+    });
+  } else if (name == "cross-thread") {
+    ns = t ? tendril_cross_thread(n) : boost_cross_thread(n);
+  } else {
+    std::fprintf(stderr, "unknown case %s\n", name.c_str());
+    return 2;
+  }
+  std::printf("%s %s: %.1f ns per operation (%d)\n", name.c_str(), argv[3], ns, n);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "--sleep-case") == 0) return sleep_case_main(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "--case") == 0) return single_case_main(argc, argv);
   quick = argc >= 2 && std::strcmp(argv[1], "--quick") == 0;
   const int scale = quick ? 10 : 1;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);

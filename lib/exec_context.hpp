@@ -4,10 +4,11 @@
 // optional deadline, and it is woken by waiter::notify() (an event), the deadline, or cancellation.
 #pragma once
 
+#include <boost/fiber/context.hpp>
 #include <boost/fiber/detail/spinlock.hpp>
-#include <boost/fiber/waker.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,20 @@ struct exec_context {
   boost::fibers::context* fiber = nullptr;
 };
 
+// Wakes one suspension of a Boost.Fiber context: what boost::fibers::waker holds (the context and its waker
+// epoch), with a wake() that finds out whether the context belongs to the calling thread by comparing schedulers
+// with a pointer tendril keeps in initial-exec TLS. boost::fibers::waker::wake() asks context::active() instead:
+// two __tls_get_addr calls inside Boost, on every wake-up.
+struct context_waker {
+  boost::fibers::context* ctx = nullptr;
+  std::size_t epoch = 0;
+
+  // Invalidates every earlier waker of `c` (as context::create_waker()).
+  static context_waker create(boost::fibers::context* c) noexcept { return {c, ++c->waker_epoch_}; }
+  // Makes the context ready unless this waker is outdated (another one woke it). As boost::fibers::waker::wake().
+  bool wake() const noexcept;
+};
+
 // A parked context. Lives on the parked context's stack.
 struct waiter {
   enum class outcome { waiting, notified, timed_out, cancelled, scope_timeout };
@@ -47,10 +62,12 @@ struct waiter {
   bool notify(outcome why) noexcept;
 
   boost::fibers::detail::spinlock spin;
-  boost::fibers::waker waker;
+  context_waker waker;
   // park() has created `waker` (under `spin`). A cross-thread cancel() can notify a published waiter before that;
   // it must then only record the outcome, which park() finds before suspending.
   bool armed = false;
+  // Parked by a task (cancel() may notify it from another thread); set by park() before anyone can find w.
+  bool cancellable = false;
   // Written under `spin`; atomic so that park() can read it without the lock when a notify() of its own
   // thread woke it (that notify() has returned before the parked context can run again).
   std::atomic<outcome> state{outcome::waiting};

@@ -28,6 +28,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <iterator>
 #include <system_error>
 
 #if defined(TENDRIL_HAVE_VALGRIND)
@@ -136,9 +137,8 @@ class reactor_algorithm final : public fibers::algo::algorithm {
 
   void awakened(fibers::context* ctx) noexcept override {
     ctx->ready_link(ready_);
-    // The dispatcher context is not work: counting it would make has_ready_fibers() always true and spin the
-    // CPU at 100% (Boost.Fiber issue #98).
-    if (!ctx->is_context(fibers::type::dispatcher_context)) ++ready_count_;
+    // The dispatcher queues itself right before it resumes the fiber it picked (scheduler::dispatch()).
+    if (ctx->is_context(fibers::type::dispatcher_context)) dispatcher_fresh_ = true;
   }
 
   fibers::context* pick_next() noexcept override {
@@ -166,13 +166,35 @@ class reactor_algorithm final : public fibers::algo::algorithm {
       }
     }
     if (ready_.empty()) return nullptr;
-    fibers::context* ctx = &ready_.front();
-    ready_.pop_front();
-    if (!ctx->is_context(fibers::type::dispatcher_context)) --ready_count_;
+    auto it = ready_.begin();
+    // A hand-off: the dispatcher has just run (it picked the fiber that is giving up the CPU now), and the
+    // queue holds the dispatcher and exactly one fiber, made ready since by the fiber switching away (a task
+    // spawned and then joined, a wake-up and then a wait). The dispatcher's pass would find nothing new (timers
+    // and the remote queue looked at a moment ago; the only terminated fiber it could release is the one still
+    // switching away), so that fiber goes first and the dispatcher, still at the front, runs right after it.
+    // That saves a switch to the dispatcher and back, and its loop. Only then: with more fibers ready (say a
+    // batch spawned before a join) the dispatcher keeps its turn, or the fibers it would release would wait a
+    // whole round (their stacks not back in the pool when the next batch is spawned). Passed over at most once
+    // per pass of its own, it runs at least every other switch.
+    if (dispatcher_fresh_) {
+      dispatcher_fresh_ = false;
+      if (it->is_context(fibers::type::dispatcher_context)) {
+        auto next = std::next(it);
+        if (next != ready_.end() && std::next(next) == ready_.end()) it = next;
+      }
+    }
+    fibers::context* ctx = &*it;
+    ready_.erase(it);
     return ctx;
   }
 
-  bool has_ready_fibers() const noexcept override { return ready_count_ > 0; }
+  // The dispatcher context is not work: counting it would make this always true and spin the CPU at 100%
+  // (Boost.Fiber issue #98). The dispatcher is in the queue at most once.
+  bool has_ready_fibers() const noexcept override {
+    auto it = ready_.begin();
+    if (it == ready_.end()) return false;
+    return !it->is_context(fibers::type::dispatcher_context) || std::next(it) != ready_.end();
+  }
 
   void suspend_until(std::chrono::steady_clock::time_point const& deadline) noexcept override {
     // Never block on fiber primitives here: this runs on the dispatcher with no fiber to switch to.
@@ -268,8 +290,8 @@ class reactor_algorithm final : public fibers::algo::algorithm {
   // How the dispatcher sleeps now, if it does: sleep_none, sleep_futex or sleep_epoll.
   std::atomic<int> sleeping_{sleep_none};
   fibers::scheduler::ready_queue_type ready_;
-  std::size_t ready_count_ = 0;
-  bool polled_ = false;  // suspend_until() has just polled the reactor
+  bool dispatcher_fresh_ = false;  // the dispatcher has queued itself and no pick_next() has run since
+  bool polled_ = false;            // suspend_until() has just polled the reactor
   // Owned by the algorithm, which Boost.Fiber's scheduler owns: it outlives every fiber, and stays alive while
   // the scheduler still calls the algorithm during thread teardown.
   reactor reactor_;

@@ -6,11 +6,18 @@
 #include "tendril/scheduler.hpp"
 
 #include <boost/context/stack_context.hpp>
-#include <boost/fiber/context.hpp>
-#include <boost/fiber/fiber.hpp>
-#include <boost/fiber/operations.hpp>
 
+// After stack_context.hpp, which it uses without including it.
+#include <boost/context/preallocated.hpp>
+
+#include <boost/fiber/context.hpp>
+#include <boost/fiber/operations.hpp>
+#include <boost/fiber/policy.hpp>
+#include <boost/fiber/scheduler.hpp>
+
+#include <cstdint>
 #include <cstdio>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,11 +60,14 @@ thread_local exec_context* tl_current __attribute__((tls_model("initial-exec")))
 // The C++ runtime's per-thread exception record (__cxa_get_globals()): its address is fixed for the thread's
 // lifetime, so it is looked up once instead of on every switch.
 thread_local exception_state* tl_eh __attribute__((tls_model("initial-exec"))) = nullptr;
+// This thread's Boost.Fiber scheduler while tendril is installed here (null otherwise): context_waker::wake()
+// compares it with the woken context's scheduler to choose a local or a remote wake-up.
+thread_local boost::fibers::scheduler* tl_scheduler __attribute__((tls_model("initial-exec"))) = nullptr;
 
 [[gnu::noinline]] thread_state& install_thread() {
   // Boost.Fiber's per-thread objects must be constructed before ours, so that ours are destroyed first:
   // thread exit must cancel blocked tasks while the scheduler still exists.
-  boost::fibers::context::active();
+  tl_scheduler = boost::fibers::context::active()->get_scheduler();
   install_scheduler();
   tl_eh = &current_exception_state();
   thread_local thread_state state;
@@ -125,7 +135,29 @@ std::unique_lock<spinlock> lock_spin(spinlock& s) noexcept {
 }
 }  // namespace
 
+bool context_waker::wake() const noexcept {
+  std::size_t expected = epoch;
+  if (!ctx->waker_epoch_.compare_exchange_strong(expected, epoch + 1, std::memory_order_acq_rel)) return false;
+  boost::fibers::scheduler* s = ctx->get_scheduler();
+  if (s == tl_scheduler) {
+    s->schedule(ctx);
+  } else {
+    s->schedule_from_remote(ctx);  // another thread's context (its scheduler's notify() wakes that thread)
+  }
+  return true;
+}
+
 bool waiter::notify(outcome why) noexcept {
+  // A waiter no cancel() can reach (a main context's), notified from its own thread: every other notify() of it
+  // is of this thread too (the caller's lock, or the reactor), and park() settles a deadline on this thread, so
+  // nothing can run between these lines: no spinlock.
+  if (!cancellable && armed && waker.ctx->get_scheduler() == tl_scheduler) {
+    if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
+    notified_by = tl_state;
+    state.store(why, std::memory_order_release);
+    waker.wake();
+    return true;
+  }
   std::unique_lock<spinlock> lk = lock_spin(spin);
   if (state.load(std::memory_order_relaxed) != outcome::waiting) return false;
   notified_by = tl_state;
@@ -147,7 +179,9 @@ void spin_mutex::lock_contended() noexcept {
 
 namespace {
 // park() for either kind of lock around the caller's state.
-template <class Lock>
+// Relock: take `outer` again before returning. Without it, `outer` is left unlocked when `w` was notified (only
+// then; the caller knows which).
+template <class Lock, bool Relock = true>
 waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> deadline) noexcept {
   exec_context& self = current_exec();
   timeout* scope = nearest_scope(self);
@@ -164,35 +198,59 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
   }
   // Only a task can be cancelled (a thread's main context never is): only a task publishes its waiter.
   const bool cancellable = self.task != nullptr;
-  if (cancellable) {
-    std::unique_lock<spinlock> lk = lock_spin(self.lock);
-    // cancel() sets the flag under this lock, then notifies whatever is parked: either it sees `parked` (and
-    // wakes w), or this sees the flag.
-    if (self.cancel_pending.load(std::memory_order_relaxed)) {
-      self.cancel_pending.store(false, std::memory_order_relaxed);
-      return waiter::outcome::cancelled;
-    }
-    self.parked = &w;
-  }
+  w.cancellable = cancellable;
   if (self.fiber == nullptr) self.fiber = boost::fibers::context::active();
   boost::fibers::context* fiber = self.fiber;
+  // cancel() sets the flag under self.lock, then notifies whatever is parked: either it sees `parked` (and wakes
+  // w), or this sees the flag. False: cancelled (nothing published).
+  auto publish = [&]() noexcept {
+    std::unique_lock<spinlock> lk = lock_spin(self.lock);
+    if (self.cancel_pending.load(std::memory_order_relaxed)) {
+      self.cancel_pending.store(false, std::memory_order_relaxed);
+      return false;
+    }
+    self.parked = &w;
+    return true;
+  };
   waiter::outcome result;
-  {
+  if (!deadline) {
+    // Without a deadline only a notify() ends the wait, and every notify() that finds w (through `outer`, or
+    // through self.parked for cancel(), or on this thread) finds it armed, so the one that changes its state
+    // wakes it, exactly once (nothing else uses this waker's epoch). Hence no spinlock across the suspension:
+    // this context suspends unconditionally, and a wake-up issued before it is switched out comes from another
+    // thread, through the scheduler's remote queue, which this thread looks at only once it is.
+    w.waker = context_waker::create(fiber);
+    w.armed = true;
+    if (cancellable && !publish()) return waiter::outcome::cancelled;
+    if (outer != nullptr) outer->unlock();
+    {
+      switch_guard guard(self);
+      fiber->suspend();
+    }
+    result = w.state.load(std::memory_order_acquire);
+    // A notify() from another thread may still hold w's spinlock: wait for it to let go of w.
+    if (result == waiter::outcome::waiting || w.notified_by != tl_state) {
+      std::unique_lock<spinlock> lk = lock_spin(w.spin);
+      result = w.state.load(std::memory_order_relaxed);
+      if (result == waiter::outcome::waiting) {  // not expected: only a notify() resumes this context
+        result = waiter::outcome::timed_out;
+        w.state.store(result, std::memory_order_relaxed);
+      }
+    }
+  } else {
+    if (cancellable && !publish()) return waiter::outcome::cancelled;
     std::unique_lock<spinlock> lk = lock_spin(w.spin);
-    w.waker = fiber->create_waker();
+    w.waker = context_waker::create(fiber);
     w.armed = true;
     if (outer != nullptr) outer->unlock();
     if (w.state.load(std::memory_order_relaxed) != waiter::outcome::waiting) {
       lk.unlock();  // cancel()ed between publishing w and arming it: nothing to wait for
     } else {
       switch_guard guard(self);
-      // Both calls release `lk` only after this context is switched out, so a notify() (which takes the same
-      // spinlock) can never run between our decision to park and the park itself: no lost wake-ups.
-      if (deadline) {
-        fiber->wait_until(*deadline, lk, boost::fibers::waker(w.waker));
-      } else {
-        fiber->suspend(lk);
-      }
+      // wait_until() releases `lk` only after this context is switched out, so a notify() (which takes the same
+      // spinlock) can never run between our decision to park and the park itself: no lost wake-ups, and the
+      // deadline and a notify() settle who woke it under the lock.
+      fiber->wait_until(*deadline, lk, boost::fibers::waker(w.waker.ctx, w.waker.epoch));
     }
     result = w.state.load(std::memory_order_acquire);
     // Woken by a notify() of this thread: it has returned (the threads' contexts take turns), nothing else can
@@ -222,7 +280,7 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
     self.parked = nullptr;
     if (result == waiter::outcome::cancelled) self.cancel_pending.store(false, std::memory_order_relaxed);
   }
-  if (outer != nullptr) outer->lock();
+  if (outer != nullptr && (Relock || result != waiter::outcome::notified)) outer->lock();
   if (result == waiter::outcome::timed_out && scope_wins) {
     timeout_access::expire(*scope);
     self.expired_scope_length = timeout_access::length(*scope);
@@ -267,7 +325,8 @@ void unlink(wait_queue* q, waiter* w) noexcept {
 }  // namespace
 
 namespace {
-template <class Lock>
+// Relock: see park_impl(). Without it, a notified wait returns true with `lk` released (it no longer owns it).
+template <class Lock, bool Relock = true>
 bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
   waiter w;
   w.queue = &q;
@@ -276,8 +335,13 @@ bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
   w.prev = tail;
   (tail != nullptr ? tail->next : head) = &w;
   tail = &w;
-  waiter::outcome o = park_impl(w, &lk, deadline);
-  unlink(&q, &w);
+  waiter::outcome o = park_impl<typename Lock::mutex_type, Relock>(w, lk.mutex(), deadline);
+  if (Relock || o != waiter::outcome::notified) {
+    unlink(&q, &w);
+  } else {
+    // notify_*() unlinked w (under the lock, before waking this context) and the lock was not taken again.
+    lk.release();
+  }
   switch (o) {
     case waiter::outcome::notified:
       return true;
@@ -326,8 +390,9 @@ void deferred_wakeups::run_all() noexcept {
   head_ = nullptr;
   while (w != nullptr) {
     waiter* next = w->next_deferred;
-    // notify_later() took w's spinlock, which the parked context releases only once it is switched out: it is
-    // suspended (or already resumed by its deadline, and the waker's epoch makes this a no-op).
+    // w is armed (see park_impl()). If w's context belongs to this thread it is suspended; if another thread's,
+    // the wake-up goes through that scheduler's remote queue, which it looks at only once the context is switched
+    // out. Resumed by its deadline meanwhile: the waker's epoch makes this a no-op.
     tl_wake_pending = &w->wake_pending;
     w->waker.wake();
     if (tl_wake_pending != nullptr) {  // no remote notify() released it
@@ -366,49 +431,30 @@ void wait_queue::notify_all() noexcept {
 
 namespace {
 
-// Boost.Fiber stack allocator over the tendril stack pool; records the guard page for the overflow message.
+// A task's exec_context lives at the very top of its stack, above Boost's context record: launch() constructs it
+// (on the spawning thread, before anyone else can see the task) and the stack allocator destroys it when Boost
+// releases the stack, after the fiber has terminated (or without it ever running).
+constexpr std::size_t exec_context_reserve = (sizeof(exec_context) + 255) & ~std::size_t{255};
+
+// Boost.Fiber stack allocator over the tendril stack pool. Boost only deallocates through it (launch() allocates
+// the stack itself); the stack_context it hands back lies below the task's exec_context.
 class task_stack_allocator {
  public:
-  task_stack_allocator(std::size_t size, task_base::stack_info* info) noexcept : size_(size), info_(info) {}
-  boost::context::stack_context allocate() {
-    stack_block b = allocate_stack(size_);
-    const char* guard_high = b.top - b.size;
-    *info_ = task_base::stack_info{guard_high - stack_guard_size, guard_high, b.size};
-    boost::context::stack_context sc;
-    sc.size = b.size;
-    sc.sp = b.top;
-    return sc;
-  }
   void deallocate(boost::context::stack_context& sc) noexcept {
-    free_stack(stack_block{static_cast<char*>(sc.sp), sc.size});
+    char* below = static_cast<char*>(sc.sp);
+    std::launder(reinterpret_cast<exec_context*>(below))->~exec_context();
+    free_stack(stack_block{below + exec_context_reserve, sc.size + exec_context_reserve});
   }
-
- private:
-  std::size_t size_;
-  task_base::stack_info* info_;
 };
 
 }  // namespace
 
 struct task_runner {
-  // The body of every task's fiber.
-  // `st` is kept alive by its self_ reference until finish() takes that over.
-  static void main(task_base* st) {
-    exec_context ctx;
-    ctx.task = st;
-    if (st->name_.empty()) {
-      ctx.label.unnamed = "task";
-    } else {
-      ctx.label.name = "task '" + st->name_ + "'";
-    }
-    ctx.label.guard_low = st->stack_.guard_low;
-    ctx.label.guard_high = st->stack_.guard_high;
-    ctx.label.size = st->stack_.size;
-    // Dekker with cancel(), which stores cancel_requested_ and then reads running_: either it sees this context
-    // (and flags it), or this sees its request, or both (harmless).
-    st->running_.store(&ctx, std::memory_order_seq_cst);
-    if (st->cancel_requested_.load(std::memory_order_seq_cst))
-      ctx.cancel_pending.store(true, std::memory_order_relaxed);
+  // The body of every task's fiber. Its exec_context was made by launch().
+  // The task is kept alive by its self_ reference until finish() takes that over.
+  static void main(exec_context* c) {
+    exec_context& ctx = *c;
+    task_base* st = ctx.task;
     tl_current = &ctx;
     *tl_eh = exception_state{};
     set_current_stack_label(&ctx.label);
@@ -416,7 +462,9 @@ struct task_runner {
 
     bool cancelled = false;
     std::exception_ptr error;
-    if (ctx.cancel_pending.load(std::memory_order_relaxed)) {
+    // cancel() found the context published since launch(); one that raced with this load is delivered at the
+    // first suspension point instead.
+    if (ctx.cancel_pending.load(std::memory_order_acquire)) {
       cancelled = true;  // cancelled before it ever ran: it never runs (asyncio)
     } else {
       try {
@@ -462,17 +510,61 @@ struct task_runner {
   }
 
   static void launch(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
+    // The task's exec_context, at the top of its stack. Published in running_ now, on the spawning thread and
+    // before the handle exists: cancel() always finds it, and a task needs no handshake with cancel() when it
+    // starts.
+    stack_block b = allocate_stack(stack_size);
+    auto* ctx = new (b.top - exec_context_reserve) exec_context();
+    ctx->task = state.get();
+    const char* guard_high = b.top - b.size;
+    ctx->label.guard_low = guard_high - stack_guard_size;
+    ctx->label.guard_high = guard_high;
+    ctx->label.size = b.size;
+    state->stack_ = task_base::stack_info{ctx->label.guard_low, guard_high, b.size};
+    try {
+      if (state->name_.empty()) {
+        ctx->label.unnamed = "task";
+      } else {
+        ctx->label.name = "task '" + state->name_ + "'";
+      }
+    } catch (...) {
+      ctx->~exec_context();
+      free_stack(b);
+      throw;
+    }
+    // What boost::fibers::fiber's constructor and detach() do, minus their context::active() lookup (two
+    // __tls_get_addr calls inside Boost) and a reference count increment and decrement: Boost's context record
+    // goes below the exec_context (aligned as make_worker_context_with_properties() does), created with the one
+    // reference the scheduler releases once the fiber has terminated, attached to this thread's scheduler and
+    // made ready (launch::post).
+    using context_t = boost::fibers::worker_context<void (*)(exec_context*), exec_context*>;
+    char* const sp = b.top - exec_context_reserve;
+    boost::context::stack_context sctx;
+    sctx.sp = sp;
+    sctx.size = b.size - exec_context_reserve;
+    char* const record = sp - sizeof(context_t);
+    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 0xff);  // 256-byte aligned, as Boost does
+    const std::size_t size = static_cast<std::size_t>(static_cast<char*>(storage) - (sp - sctx.size));
     // The fiber gets a plain pointer: self_ keeps the state alive while the task runs (one reference count
     // update less on each side than passing a shared_ptr).
     state->self_ = state;
+    context_t* fiber = nullptr;
     try {
-      boost::fibers::fiber f(std::allocator_arg, task_stack_allocator(stack_size, &state->stack_), &task_runner::main,
-                             state.get());
-      f.detach();
+      fiber = new (storage) context_t{boost::fibers::launch::post,
+                                      nullptr,
+                                      boost::context::preallocated{storage, size, sctx},
+                                      task_stack_allocator{},
+                                      &task_runner::main,
+                                      ctx};
     } catch (...) {
       state->self_.reset();
+      task_stack_allocator{}.deallocate(sctx);
       throw;
     }
+    ctx->fiber = fiber;
+    state->running_.store(ctx, std::memory_order_relaxed);
+    tl_scheduler->attach_worker_context(fiber);
+    tl_scheduler->schedule(fiber);
   }
 
   static std::shared_ptr<task_base> self_of(task_base* t) { return t->self_; }
@@ -513,7 +605,11 @@ void task_base::join() {
     throw usage_error("task '" + name_ + "' cannot wait for itself");
   }
   std::unique_lock<spin_mutex> lk(mutex_);
-  while (!done()) done_waiters_.wait(lk);
+  while (!done()) {
+    // finish() notifies done_waiters_ only once done_ is set: a notified wait is the end, and returns without
+    // taking the lock again (lk is released).
+    if (wait_impl<std::unique_lock<spin_mutex>, false>(done_waiters_, lk, std::nullopt)) return;
+  }
 }
 
 bool task_base::join_until(time_point deadline) {
@@ -523,7 +619,9 @@ bool task_base::join_until(time_point deadline) {
   }
   std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
-    if (!done_waiters_.wait(lk, deadline)) return done();
+    // As in join(): notified means done, and lk is released.
+    if (wait_impl<std::unique_lock<spin_mutex>, false>(done_waiters_, lk, deadline)) return true;
+    return done();  // timed out (with lk held)
   }
   return true;
 }
@@ -541,9 +639,11 @@ bool task_base::failed() const noexcept {
 bool task_base::cancel() noexcept {
   std::lock_guard<spin_mutex> lk(mutex_);
   if (done()) return false;
-  cancel_requested_.store(true, std::memory_order_seq_cst);
-  // Under mutex_, a context read here stays alive: finish() clears running_ under mutex_ before it goes.
-  if (exec_context* running = running_.load(std::memory_order_seq_cst); running != nullptr) {
+  cancel_requested_.store(true, std::memory_order_relaxed);
+  // running_ is published by launch() before the task can be seen by anyone else, and cleared by finish() under
+  // mutex_ before the context goes: under mutex_, a context read here stays alive. Before the task has started,
+  // this only sets the context's cancel_pending, which the task reads first thing.
+  if (exec_context* running = running_.load(std::memory_order_relaxed); running != nullptr) {
     std::unique_lock<spinlock> ctx_lock = lock_spin(running->lock);
     running->cancel_pending.store(true, std::memory_order_relaxed);
     if (running->parked != nullptr) running->parked->notify(waiter::outcome::cancelled);
@@ -631,6 +731,9 @@ thread_state::~thread_state() {
   } catch (...) {
   }
   tl_state = nullptr;
+  // From here on, wake-ups from this thread take the remote path, which is right for any context (Boost
+  // destroys this thread's scheduler next; the pointer must not match a later one at the same address).
+  tl_scheduler = nullptr;
 }
 
 std::mutex handler_mutex;

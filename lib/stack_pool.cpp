@@ -86,6 +86,12 @@ struct thread_pool_state {
   std::size_t pooled_bytes = 0;
   stack_pool_stats stats;
   iovec slab_iov[slab_max_stacks];  // for map_slab(), kept off the (possibly small) calling stack
+  // The fast paths of allocate_stack() and free_stack() (a task's spawn and end): the class last used, and the
+  // request (allocate_stack()'s argument, 0 for the default size) that found it. A pointer into `classes`,
+  // reset whenever that vector grows.
+  size_class* last_class = nullptr;
+  std::size_t last_request = 0;
+  bool on_valgrind = false;  // set by create_pool()
   ~thread_pool_state();
 
   size_class& class_for(std::size_t size) {
@@ -93,6 +99,7 @@ struct thread_pool_state {
       if (c.size == size) return c;
     }
     classes.push_back(size_class{size, {}, nullptr, nullptr});
+    last_class = nullptr;
     return classes.back();
   }
   void flush_releasing() noexcept;
@@ -196,6 +203,7 @@ thread_pool_state::~thread_pool_state() {
 [[gnu::noinline]] thread_pool_state* create_pool() noexcept {
   if (tl_pool_phase != pool_phase::unborn) return nullptr;
   thread_local thread_pool_state state;
+  state.on_valgrind = RUNNING_ON_VALGRIND != 0;
   tl_pool = &state;
   tl_pool_phase = pool_phase::alive;
   return &state;
@@ -381,21 +389,26 @@ std::size_t usable_stack_size(std::size_t size) noexcept {
   return (size + page - 1) / page * page;
 }
 
-stack_block allocate_stack(std::size_t size) {
-  size = usable_stack_size(size);
+namespace {
+stack_block take_pooled(thread_pool_state* st, size_class& c) noexcept {
+  stack_block b = c.free.back();
+  c.free.pop_back();
+  st->pooled_bytes -= b.size;
+  --st->stats.pooled;
+  ++st->stats.in_use;
+  // memcheck marked what lay below the last user's final stack pointer as inaccessible; it is ours again.
+  if (st->on_valgrind) VALGRIND_MAKE_MEM_UNDEFINED(b.top - b.size, b.size);
+  return b;
+}
+
+[[gnu::noinline]] stack_block allocate_stack_slow(std::size_t request) {
+  const std::size_t size = usable_stack_size(request);
   thread_pool_state* st = pool();
   if (st != nullptr) {
     size_class& c = st->class_for(size);
-    if (!c.free.empty()) {
-      stack_block b = c.free.back();
-      c.free.pop_back();
-      st->pooled_bytes -= size;
-      --st->stats.pooled;
-      ++st->stats.in_use;
-      // memcheck marked what lay below the last user's final stack pointer as inaccessible; it is ours again.
-      VALGRIND_MAKE_MEM_UNDEFINED(b.top - b.size, b.size);
-      return b;
-    }
+    st->last_class = &c;
+    st->last_request = request;
+    if (!c.free.empty()) return take_pooled(st, c);
   }
   install_overflow_handler();
   stack_block b = map_stack(st, size);
@@ -409,7 +422,7 @@ stack_block allocate_stack(std::size_t size) {
   return b;
 }
 
-void free_stack(stack_block block) noexcept {
+[[gnu::noinline]] void free_stack_slow(stack_block block) noexcept {
   thread_pool_state* st = pool();
   if (st == nullptr) {
     unmap(nullptr, block);
@@ -418,7 +431,8 @@ void free_stack(stack_block block) noexcept {
   --st->stats.in_use;
   try {
     if (st->stats.pooled < pool_count_limit && st->pooled_bytes + block.size <= pool_byte_limit) {
-      st->class_for(block.size).free.push_back(block);
+      size_class& c = st->class_for(block.size);
+      c.free.push_back(block);
       st->pooled_bytes += block.size;
       ++st->stats.pooled;
       return;
@@ -429,6 +443,30 @@ void free_stack(stack_block block) noexcept {
   } catch (...) {
     unmap(st, block);
   }
+}
+}  // namespace
+
+// The fast paths: the same size as last time, and a pooled stack to take or room in the pool (and in its vector).
+stack_block allocate_stack(std::size_t size) {
+  thread_pool_state* st = tl_pool;
+  if (st != nullptr && st->last_class != nullptr && size == st->last_request && !st->last_class->free.empty()) {
+    return take_pooled(st, *st->last_class);
+  }
+  return allocate_stack_slow(size);
+}
+
+void free_stack(stack_block block) noexcept {
+  thread_pool_state* st = tl_pool;
+  if (st != nullptr && st->last_class != nullptr && block.size == st->last_class->size &&
+      st->stats.pooled < pool_count_limit && st->pooled_bytes + block.size <= pool_byte_limit &&
+      st->last_class->free.size() < st->last_class->free.capacity()) {
+    st->last_class->free.push_back(block);
+    st->pooled_bytes += block.size;
+    ++st->stats.pooled;
+    --st->stats.in_use;
+    return;
+  }
+  free_stack_slow(block);
 }
 
 void label_stack(stack_label& label, const stack_block& block) noexcept {

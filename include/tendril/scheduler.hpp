@@ -112,11 +112,12 @@ class TENDRIL_API task_base {
   wait_queue done_waiters_;
   std::vector<std::function<void()>> callbacks_;
   std::exception_ptr error_;
-  // While its fiber runs. Published by the task without the lock (cancel() reads it under the lock; cleared
-  // under the lock when the task finishes, so cancel() never uses a context that has gone).
+  // The task's context (at the top of its stack) from spawn until it finishes. Set by the spawning thread before
+  // the handle exists; cancel() reads it under the lock; cleared under the lock when the task finishes, so
+  // cancel() never uses a context that has gone.
   std::atomic<exec_context*> running_{nullptr};
   std::atomic<bool> done_{false};
-  std::atomic<bool> cancel_requested_{false};
+  std::atomic<bool> cancel_requested_{false};  // cancel() was called (for the record; the context carries it)
   bool cancelled_ = false;
   bool retrieved_ = false;
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
