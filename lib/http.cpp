@@ -5,13 +5,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <system_error>
+#include <tuple>
 
 #include "curl_driver.hpp"
 #include "tendril/scheduler.hpp"
@@ -33,10 +36,55 @@ const response& response::raise_for_status() const {
 }
 
 std::string response::header(std::string_view name) const {
-  std::string key(name);
-  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  auto it = headers.find(key);
+  auto it = headers.find(name);
   return it != headers.end() ? it->second : std::string();
+}
+
+// ---- headers_map -----------------------------------------------------------------------------------------------
+
+namespace {
+
+// ASCII only: header names are tokens, and a locale must not change how they compare.
+char lower_ascii(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c; }
+
+// A stored (lower-case) name equals `name` up to case.
+bool same_name(const std::string& stored, std::string_view name) noexcept {
+  if (stored.size() != name.size()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    if (stored[i] != lower_ascii(name[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
+  entries_.reserve(headers.size());
+  for (const auto& [name, value] : headers) add(name, value);
+}
+
+headers_map::const_iterator headers_map::find(std::string_view name) const noexcept {
+  // A response has a dozen headers or so: a linear scan (mostly length compares) beats any index.
+  return std::find_if(entries_.begin(), entries_.end(), [&](const value_type& e) { return same_name(e.first, name); });
+}
+
+const std::string& headers_map::at(std::string_view name) const {
+  auto it = find(name);
+  if (it == end()) throw std::out_of_range("tendril::http::headers_map::at: no header named " + std::string(name));
+  return it->second;
+}
+
+void headers_map::add(std::string_view name, std::string_view value) {
+  auto it =
+      std::find_if(entries_.begin(), entries_.end(), [&](const value_type& e) { return same_name(e.first, name); });
+  if (it != entries_.end()) {
+    it->second.reserve(it->second.size() + 2 + value.size());
+    it->second.append(", ", 2).append(value);
+    return;
+  }
+  value_type& e =
+      entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(name), std::forward_as_tuple(value));
+  for (char& c : e.first) c = lower_ascii(c);
 }
 
 namespace detail {

@@ -27,7 +27,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <map>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <span>
@@ -50,8 +50,48 @@ struct progress {
   std::int64_t upload_total = 0;
 };
 
-// Response headers: names lower-cased; repeated headers joined with ", ".
-using headers_map = std::map<std::string, std::string>;
+// Response headers: a flat container (one vector of name/value pairs, not a node per header), in the order the
+// server sent them. Names are lower-cased; a repeated header's values are joined with ", " (the first one's place
+// is kept). Lookups are case-insensitive: find("Content-Type") finds "content-type".
+//
+//   for (const auto& [name, value] : r.headers) std::printf("%s: %s\n", name.c_str(), value.c_str());
+//   if (auto it = r.headers.find("etag"); it != r.headers.end()) remember(it->second);
+//   std::size_t n = std::stoul(r.headers.at("content-length"));   // throws std::out_of_range if absent
+class TENDRIL_API headers_map {
+ public:
+  using value_type = std::pair<std::string, std::string>;  // lower-cased name, value
+  using const_iterator = std::vector<value_type>::const_iterator;
+  using iterator = const_iterator;  // entries are read-only: add() keeps names lower-cased and unique
+  using size_type = std::size_t;
+
+  headers_map() = default;
+  // Adds each pair as add() does.
+  headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers);
+
+  const_iterator begin() const noexcept { return entries_.begin(); }
+  const_iterator end() const noexcept { return entries_.end(); }
+  size_type size() const noexcept { return entries_.size(); }
+  bool empty() const noexcept { return entries_.empty(); }
+
+  // The header named `name` (case-insensitive), or end().
+  const_iterator find(std::string_view name) const noexcept;
+  bool contains(std::string_view name) const noexcept { return find(name) != end(); }
+  size_type count(std::string_view name) const noexcept { return contains(name) ? 1 : 0; }
+  // The value of header `name` (case-insensitive). Throws std::out_of_range if there is none.
+  const std::string& at(std::string_view name) const;
+
+  // Adds a header: the name is lower-cased (ASCII); a name already present gets ", " and `value` appended to its
+  // value, as HTTP folds repeated fields.
+  void add(std::string_view name, std::string_view value);
+  void clear() noexcept { entries_.clear(); }
+  // Reserves room for `n` headers.
+  void reserve(size_type n) { entries_.reserve(n); }
+
+  friend bool operator==(const headers_map&, const headers_map&) = default;
+
+ private:
+  std::vector<value_type> entries_;  // in arrival order
+};
 
 // Per-request options. Every field has a safe default.
 struct options {

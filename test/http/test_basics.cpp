@@ -1,5 +1,7 @@
 // http::get and friends: concurrency between tasks, and the same call in main(), in a task, in a greenlet.
+#include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -118,13 +120,55 @@ TEST_CASE("request(): HEAD, PUT, DELETE and an empty body") {
   CHECK(none.body.empty());
 }
 
-TEST_CASE("response headers are lower-cased and header() is case-insensitive") {
+TEST_CASE("response headers are lower-cased, and looking them up is case-insensitive") {
   auto r = http::get(url("/status/200"));
   CHECK(r.headers.count("content-type") == 1);
-  CHECK(r.headers.count("Content-Type") == 0);
+  CHECK(r.headers.count("Content-Type") == 1);
+  CHECK(r.headers.contains("CONTENT-TYPE"));
+  CHECK(r.headers.find("Content-Type")->first == "content-type");
+  CHECK(r.headers.at("Content-Type") == "text/plain");
   CHECK(r.header("CONTENT-TYPE") == "text/plain");
   CHECK(r.header("x-not-there").empty());
+  CHECK(r.headers.count("x-not-there") == 0);
+  CHECK(r.headers.find("x-not-there") == r.headers.end());
+  CHECK_THROWS_AS(r.headers.at("x-not-there"), std::out_of_range);
   CHECK(r.header("server") == "tendril-test-server/1.0");
+  for (const auto& [name, value] : r.headers) {
+    CHECK(!name.empty());
+    for (char c : name) CHECK_FALSE((c >= 'A' && c <= 'Z'));
+  }
+}
+
+TEST_CASE("repeated response headers are joined with \", \" in the first one's place; order is the server's") {
+  auto r = http::get(url("/repeat-headers"));
+  REQUIRE(r.status == 200);
+  CHECK(r.body == "repeats");
+  CHECK(r.headers.at("x-repeat") == "one, two");
+  CHECK(r.headers.at("X-Other") == "1");
+  std::vector<std::string> names;
+  for (const auto& [name, value] : r.headers) names.push_back(name);
+  const auto pos = [&](const std::string& n) { return std::find(names.begin(), names.end(), n) - names.begin(); };
+  CHECK(std::count(names.begin(), names.end(), "x-repeat") == 1);
+  CHECK(pos("content-length") < pos("x-repeat"));
+  CHECK(pos("x-repeat") < pos("x-other"));
+}
+
+TEST_CASE("headers_map on its own: add() lower-cases and joins, lookups ignore case") {
+  http::headers_map h{{"Content-Type", "text/html"}, {"Set-Cookie", "a=1"}, {"SET-COOKIE", "b=2"}};
+  CHECK(h.size() == 2);
+  CHECK(!h.empty());
+  CHECK(h.begin()->first == "content-type");
+  CHECK(h.at("set-cookie") == "a=1, b=2");
+  h.add("X-Empty", "");
+  CHECK(h.contains("x-empty"));
+  CHECK(h.at("X-EMPTY").empty());
+  CHECK(h.count("content-typ") == 0);  // a prefix is not a match
+  CHECK(h.count("content-type-x") == 0);
+  http::headers_map same{{"content-type", "text/html"}, {"set-cookie", "a=1, b=2"}, {"x-empty", ""}};
+  CHECK(h == same);
+  h.clear();
+  CHECK(h.empty());
+  CHECK(h.find("content-type") == h.end());
 }
 
 TEST_CASE("a request from another OS thread runs on that thread's own loop") {

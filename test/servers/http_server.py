@@ -41,6 +41,8 @@ POST /echo  (also PUT, PATCH)   200, echoes the request body exactly
                                 application/octet-stream.
 GET  /headers                   200, JSON object of the request headers,
                                 names lower-cased (repeats joined by ", ").
+GET  /repeat-headers            200 "repeats" with the headers X-Repeat: one,
+                                X-Other: 1, x-REPEAT: two (in that order).
 GET  /drop/<n>                  200 with Content-Length n, but only n//2
                                 pattern bytes are sent, then the connection
                                 is shut down and closed (FIN, no TLS
@@ -308,6 +310,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     k = k.lower()
                     result[k] = result[k] + ", " + v if k in result else v
                 self._reply(200, json.dumps(result), "application/json")
+            elif path == "/repeat-headers":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "7")
+                self.send_header("X-Repeat", "one")
+                self.send_header("X-Other", "1")
+                self.send_header("x-REPEAT", "two")
+                self.end_headers()
+                self._write(b"repeats")
             elif head == "drop" and arg is not None:
                 n = int(arg)
                 self._start(200, n, "application/octet-stream")
