@@ -289,3 +289,46 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
   canceller.join();
   CHECK(caught.load() > 0);
 }
+
+TEST_CASE("cancel() from another thread racing a task that waits without a deadline, woken by pushes too") {
+  // A wait without a deadline suspends with no spinlock held (park()): cancel() and a cross-thread push can both
+  // reach the waiter, before or after it is switched out; exactly one of them must wake it, and never twice.
+  if (under_valgrind()) {
+    MESSAGE("skipped under valgrind: this race needs two threads really running at once");
+    return;
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<long> caught{0}, got{0};
+  tendril::promise<tendril::task<void>> handle;
+  auto fut = handle.get_future();
+  tendril::channel<int> ch(1);
+  std::thread other([&] {
+    auto t = fut.get();
+    const auto start = std::chrono::steady_clock::now();
+    for (long i = 0;; ++i) {
+      const auto elapsed = std::chrono::steady_clock::now() - start;
+      if (elapsed > 30s || (elapsed > 2s && caught.load() > 0 && got.load() > 0)) break;
+      t.cancel();
+      if (i % 3 == 0) ch.try_push(1);
+      for (int k = 0; k < 32; ++k) __builtin_ia32_pause();
+    }
+    stop = true;
+    ch.close();
+  });
+  tendril::run([&] {
+    auto t = tendril::spawn([&] {
+      while (!stop.load()) {
+        try {
+          if (ch.pop()) got++;
+        } catch (const tendril::task_cancelled&) {
+          caught++;
+        }
+      }
+    });
+    handle.set_value(t);
+    t.join();
+  });
+  other.join();
+  CHECK(caught.load() > 0);
+  CHECK(got.load() > 0);
+}
