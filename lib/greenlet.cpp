@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "context_switch.hpp"
@@ -34,7 +35,7 @@ struct greenlet_domain {
   bool killing_deferred = false;
   std::mutex deferred_mutex;
   std::vector<greenlet_impl*> deferred;  // dropped on another thread: kill here
-  std::exception_ptr outbox;              // an exception in flight from switch_begin_slow() to its receiver
+  std::exception_ptr outbox;             // an exception in flight from switch_begin_slow() to its receiver
 };
 
 class greenlet_impl {
@@ -336,9 +337,8 @@ namespace {
     return {nullptr, nullptr};
   }
   // An exception from resolve() must outlive this frame: the receiver takes it from the domain's outbox.
-  continuation next = prepare_landing(d, self, target, *v,
-                                      e ? d->outbox : const_cast<std::exception_ptr&>(no_exception),
-                                      trace_event::switch_);
+  continuation next = prepare_landing(
+      d, self, target, *v, e ? d->outbox : const_cast<std::exception_ptr&>(no_exception), trace_event::switch_);
   if (e) d->outbox = std::move(e);
   self->eh = thread_exception_state();
   return {std::move(next).release(), self};
@@ -362,6 +362,10 @@ namespace {
 }
 
 }  // namespace
+
+// The assembly entry passes the greenlet object itself as `handle`: its impl pointer must be all it holds.
+static_assert(std::is_standard_layout_v<greenlet> && sizeof(greenlet) == sizeof(void*),
+              "lib/switch_x86_64.S reads a greenlet handle as its one greenlet_impl* member");
 
 // Called by the assembly entry before the jump: checks, leaves the receiver its message, makes the target current.
 // `handle` is the greenlet object (its only member is the impl pointer), `v` the caller's value, alive until the
