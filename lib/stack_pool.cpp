@@ -30,6 +30,12 @@
 #define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_UNPOISON_MEMORY_REGION(addr, size) ((void)(addr), (void)(size))
+#endif
+
 namespace tendril {
 
 std::size_t default_stack_size() noexcept { return 256 * 1024; }
@@ -82,7 +88,6 @@ struct size_class {
 struct thread_pool_state {
   std::vector<size_class> classes;  // few sizes in practice: a linear search beats hashing
   std::vector<stack_block> releasing;
-  std::unordered_map<const char*, unsigned> valgrind_ids;  // only used under valgrind
   std::size_t pooled_bytes = 0;
   stack_pool_stats stats;
   iovec slab_iov[slab_max_stacks];  // for map_slab(), kept off the (possibly small) calling stack
@@ -152,18 +157,41 @@ enum class pool_phase : unsigned char { unborn, alive, dead };
 thread_local thread_pool_state* tl_pool __attribute__((tls_model("initial-exec"))) = nullptr;
 thread_local pool_phase tl_pool_phase __attribute__((tls_model("initial-exec"))) = pool_phase::unborn;
 
-void deregister_with_valgrind(thread_pool_state* st, const stack_block& b) noexcept {
-  if (RUNNING_ON_VALGRIND != 0 && st != nullptr) {
-    auto it = st->valgrind_ids.find(b.top);
-    if (it != st->valgrind_ids.end()) {
+// Valgrind's ids of the stacks it was told about, by stack top. Process-wide, not per thread: a stack can be
+// freed after its thread's pool is gone (Boost.Fiber's teardown frees task stacks last), and a stack left
+// registered makes memcheck take a later mapping at the same address for that old stack (false reports of
+// reads "on thread 1's stack"). Only used under valgrind; never destroyed, as threads free stacks until the end.
+struct valgrind_stacks {
+  std::mutex mutex;
+  std::unordered_map<const char*, unsigned> ids;
+};
+valgrind_stacks& registered_stacks() {
+  static auto* r = new valgrind_stacks;
+  return *r;
+}
+
+void register_with_valgrind(const stack_block& b) {
+  if (RUNNING_ON_VALGRIND != 0) {
+    valgrind_stacks& r = registered_stacks();
+    std::lock_guard<std::mutex> lk(r.mutex);
+    r.ids[b.top] = VALGRIND_STACK_REGISTER(b.top - b.size, b.top);
+  }
+}
+
+void deregister_with_valgrind(const stack_block& b) noexcept {
+  if (RUNNING_ON_VALGRIND != 0) {
+    valgrind_stacks& r = registered_stacks();
+    std::lock_guard<std::mutex> lk(r.mutex);
+    auto it = r.ids.find(b.top);
+    if (it != r.ids.end()) {
       VALGRIND_STACK_DEREGISTER(it->second);
-      st->valgrind_ids.erase(it);
+      r.ids.erase(it);
     }
   }
 }
 
 void unmap(thread_pool_state* st, const stack_block& b) noexcept {
-  deregister_with_valgrind(st, b);
+  deregister_with_valgrind(b);
   ::munmap(b.top - b.size - page_size(), b.size + page_size());
   if (st != nullptr) --st->stats.mapped;
 }
@@ -176,7 +204,7 @@ void thread_pool_state::flush_releasing() noexcept {
   char* run_low = nullptr;
   char* run_high = nullptr;
   for (const stack_block& b : releasing) {
-    deregister_with_valgrind(this, b);
+    deregister_with_valgrind(b);
     char* low = b.top - b.size - page;
     if (run_high != low) {
       if (run_high != nullptr) ::munmap(run_low, static_cast<std::size_t>(run_high - run_low));
@@ -398,6 +426,9 @@ stack_block take_pooled(thread_pool_state* st, size_class& c) noexcept {
   ++st->stats.in_use;
   // memcheck marked what lay below the last user's final stack pointer as inaccessible; it is ours again.
   if (st->on_valgrind) VALGRIND_MAKE_MEM_UNDEFINED(b.top - b.size, b.size);
+  // So is what AddressSanitizer poisoned in it: frames abandoned by an exception, or by a switch away, keep their
+  // redzones (switches are not annotated for ASan), which the next user's frames would hit.
+  ASAN_UNPOISON_MEMORY_REGION(b.top - b.size, b.size);
   return b;
 }
 
@@ -412,12 +443,15 @@ stack_block take_pooled(thread_pool_state* st, size_class& c) noexcept {
   }
   install_overflow_handler();
   stack_block b = map_stack(st, size);
+  try {
+    register_with_valgrind(b);
+  } catch (...) {
+    unmap(nullptr, b);
+    throw;
+  }
   if (st != nullptr) {
     ++st->stats.mapped;
     ++st->stats.in_use;
-    if (RUNNING_ON_VALGRIND != 0) {
-      st->valgrind_ids[b.top] = VALGRIND_STACK_REGISTER(b.top - size, b.top);
-    }
   }
   return b;
 }
