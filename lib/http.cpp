@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -47,11 +46,11 @@ namespace {
 // ASCII only: header names are tokens, and a locale must not change how they compare.
 char lower_ascii(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c; }
 
-// A stored (lower-case) name equals `name` up to case.
-bool same_name(const std::string& stored, std::string_view name) noexcept {
-  if (stored.size() != name.size()) return false;
-  for (std::size_t i = 0; i < name.size(); ++i) {
-    if (stored[i] != lower_ascii(name[i])) return false;
+// Header names equal up to (ASCII) case: the one comparison of names, for headers_map and request headers alike.
+bool same_header_name(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
   }
   return true;
 }
@@ -65,7 +64,7 @@ headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::
 
 headers_map::const_iterator headers_map::find(std::string_view name) const noexcept {
   // A response has a dozen headers or so: a linear scan (mostly length compares) beats any index.
-  return std::find_if(entries_.begin(), entries_.end(), [&](const value_type& e) { return same_name(e.first, name); });
+  return std::find_if(begin(), end(), [&](const value_type& e) { return same_header_name(e.first, name); });
 }
 
 const std::string& headers_map::at(std::string_view name) const {
@@ -75,11 +74,10 @@ const std::string& headers_map::at(std::string_view name) const {
 }
 
 void headers_map::add(std::string_view name, std::string_view value) {
-  auto it =
-      std::find_if(entries_.begin(), entries_.end(), [&](const value_type& e) { return same_name(e.first, name); });
-  if (it != entries_.end()) {
-    it->second.reserve(it->second.size() + 2 + value.size());
-    it->second.append(", ", 2).append(value);
+  if (const_iterator found = find(name); found != end()) {
+    std::string& v = entries_[static_cast<std::size_t>(found - begin())].second;
+    v.reserve(v.size() + 2 + value.size());
+    v.append(", ", 2).append(value);
     return;
   }
   value_type& e =
@@ -113,14 +111,6 @@ bool is_transient(int code) {
 }
 
 bool is_retryable_status(long s) { return s == 502 || s == 503 || s == 504; }
-
-bool same_header_name(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i]))) return false;
-  }
-  return true;
-}
 
 // Appends `more` to `to`; a name in `more` replaces (case-insensitively) every earlier header of that name, as
 // aiohttp and requests do with session headers. Repeats within `more` itself are all kept.
