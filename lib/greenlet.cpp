@@ -2,6 +2,7 @@
 #include "tendril/greenlet.hpp"
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <mutex>
 #include <type_traits>
@@ -11,6 +12,7 @@
 #include "exception_state.hpp"
 #include "greenlet_domain.hpp"
 #include "stack_pool.hpp"
+#include "switch_layout.h"
 
 // On x86-64 ELF, greenlet::switch_value() is the assembly entry in lib/switch_x86_64.S (why: see there), over
 // tendril_switch_begin() and tendril_switch_end() below. Elsewhere it is plain C++.
@@ -26,12 +28,14 @@ const char* greenlet_exit::what() const noexcept { return "greenlet_exit"; }
 
 namespace detail {
 
+// The first members of greenlet_domain and greenlet_impl are read by offset by the assembly switch
+// (lib/switch_layout.h, checked below): keep them first and in this order.
 struct greenlet_domain {
+  greenlet_impl* current = nullptr;
+  std::atomic<bool> has_deferred{false};
   std::atomic<long> refs{1};
   greenlet_impl* main = nullptr;
-  greenlet_impl* current = nullptr;
   std::atomic<bool> alive{true};
-  std::atomic<bool> has_deferred{false};
   bool killing_deferred = false;
   std::mutex deferred_mutex;
   std::vector<greenlet_impl*> deferred;  // dropped on another thread: kill here
@@ -40,26 +44,26 @@ struct greenlet_domain {
 
 class greenlet_impl {
  public:
+  continuation ctx;                            // the suspended context, when started and not running
+  greenlet_domain* domain = nullptr;           // counted reference
+  const stack_label* running_label = nullptr;  // &label, or for a main greenlet the thread's or task's stack
+  exception_state eh;
+  bool started = false;
+  bool dead = false;
+  // Its last handle went away while it was running (the running greenlet holds no reference of its own): the
+  // greenlet it switches to next settles it, as release() would have (kill, or free when dead).
+  bool orphaned = false;
+  bool is_main = false;
+  bool leaked = false;
   std::atomic<long> refs{1};
-  greenlet_domain* domain = nullptr;  // counted reference
-  greenlet_impl* parent = nullptr;    // counted reference; null only for a main greenlet
+  greenlet_impl* parent = nullptr;  // counted reference; null only for a main greenlet
   greenlet::run_function run;
-  continuation ctx;  // the suspended context, when started and not running
   // What run returned or threw, kept here (not on the finished stack, which is freed by the switch away) until
   // the receiving greenlet has taken it.
   value result;
   std::exception_ptr error;
-  bool started = false;
-  bool dead = false;
-  bool is_main = false;
-  bool leaked = false;
-  // Its last handle went away while it was running (the running greenlet holds no reference of its own): the
-  // greenlet it switches to next settles it, as release() would have (kill, or free when dead).
-  bool orphaned = false;
   std::size_t stack_size = 0;
   stack_label label;
-  const stack_label* running_label = nullptr;  // &label, or for a main greenlet the thread's or task's stack
-  exception_state eh;
 };
 
 __thread greenlet_domain* tl_thread_domain TENDRIL_DOMAIN_TLS = nullptr;
@@ -73,24 +77,39 @@ namespace {
 // surplus static TLS (stack_pool.cpp already relies on the same model).
 #define TENDRIL_FAST_TLS __attribute__((tls_model("initial-exec")))
 thread_local tracer tl_tracer TENDRIL_FAST_TLS;
-thread_local bool tl_has_tracer TENDRIL_FAST_TLS = false;  // tl_tracer is set (checked on every switch)
+
+}  // namespace
+
 // Handed from the switching side to the landing side of a context switch. The delivered value and exception are
 // not copied: they stay where the sender keeps them (its suspended frame, or a finished greenlet's `result`) and
 // the receiver moves them out first thing. One switch is in flight per thread at a time.
 struct switch_message {
   greenlet_impl* from;
   value* v;
-  std::exception_ptr* e;  // never null; an empty exception_ptr means "no exception"
+  std::exception_ptr* e;  // null or an empty exception_ptr: no exception
   trace_event event;
 };
-thread_local switch_message tl_message TENDRIL_FAST_TLS = {};
+
+}  // namespace detail
+}  // namespace tendril
+
+// The per-thread state the assembly switch reads too, hence C names (hidden: -fvisibility=hidden).
+extern "C" {
+__thread tendril::detail::switch_message tendril_tl_message TENDRIL_FAST_TLS = {};
+// tl_tracer is set (checked on every switch).
+__thread bool tendril_tl_has_tracer TENDRIL_FAST_TLS = false;
 // The C++ runtime's exception record of this thread: its address is fixed for the thread's lifetime, so it is
 // looked up once (each abi::__cxa_get_globals() call is a PLT call plus a __tls_get_addr inside libstdc++).
-thread_local exception_state* tl_exception_state TENDRIL_FAST_TLS = nullptr;
+__thread tendril::detail::exception_state* tendril_tl_exception_state TENDRIL_FAST_TLS = nullptr;
+}
+
+namespace tendril {
+namespace detail {
+namespace {
 
 exception_state& thread_exception_state() noexcept {
-  exception_state* e = tl_exception_state;
-  if (e == nullptr) tl_exception_state = e = &current_exception_state();
+  exception_state* e = tendril_tl_exception_state;
+  if (e == nullptr) tendril_tl_exception_state = e = &current_exception_state();
   return *e;
 }
 
@@ -224,7 +243,7 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
   } else {
     next = std::move(target->ctx);
   }
-  tl_message = switch_message{self, &v, &e, event};
+  tendril_tl_message = switch_message{self, &v, &e, event};
   d->current = target;
   set_current_stack_label(target->running_label);
   return next;
@@ -240,7 +259,7 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
     t(m.event, origin, greenlet(self));
   } catch (...) {
     tl_tracer = nullptr;
-    tl_has_tracer = false;
+    tendril_tl_has_tracer = false;
     e = std::current_exception();
   }
 }
@@ -248,13 +267,13 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
 // Runs on the landing side of every switch: stores the context we came from, takes what was delivered, calls
 // the tracer, settles an orphaned sender, and returns the value or raises the exception.
 TENDRIL_HOT value receive(greenlet_impl* self, continuation&& back) {
-  const switch_message m = tl_message;
+  const switch_message m = tendril_tl_message;
   if (back) m.from->ctx = std::move(back);  // empty when the sender finished
   value v(std::move(*m.v));
   std::exception_ptr e;
-  if (*m.e) [[unlikely]]
+  if (m.e != nullptr && *m.e) [[unlikely]]
     e = std::move(*m.e);
-  if (tl_has_tracer) [[unlikely]] {
+  if (tendril_tl_has_tracer) [[unlikely]] {
     call_tracer(self, m, e);
   } else if (m.from->orphaned) [[unlikely]] {
     settle_orphan(m.from);
@@ -313,10 +332,28 @@ TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr&
 // ---- the switch_value() entry (lib/switch_x86_64.S on x86-64) -------------------------------------------------
 #if TENDRIL_ASM_SWITCH
 
-// Stands for "no exception" in switch messages from switch_value(), which never sends one of its own.
-const std::exception_ptr no_exception;
-
 }  // namespace
+
+// What lib/switch_x86_64.S reads by offset. offsetof on these non-standard-layout classes is conditionally
+// supported; GCC and Clang compute it as for any class without virtual bases.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+static_assert(offsetof(greenlet_impl, ctx) == TENDRIL_GREENLET_CTX && sizeof(continuation) == sizeof(void*));
+static_assert(offsetof(greenlet_impl, domain) == TENDRIL_GREENLET_DOMAIN);
+static_assert(offsetof(greenlet_impl, running_label) == TENDRIL_GREENLET_LABEL);
+static_assert(offsetof(greenlet_impl, eh) == TENDRIL_GREENLET_EH && sizeof(exception_state) == 16 &&
+              offsetof(exception_state, uncaught_exceptions) == 8 && sizeof(unsigned int) == 4);
+static_assert(offsetof(greenlet_impl, started) == TENDRIL_GREENLET_STARTED_DEAD &&
+              offsetof(greenlet_impl, dead) == TENDRIL_GREENLET_STARTED_DEAD + 1 && sizeof(bool) == 1);
+static_assert(offsetof(greenlet_impl, orphaned) == TENDRIL_GREENLET_ORPHANED);
+static_assert(offsetof(greenlet_domain, current) == TENDRIL_DOMAIN_CURRENT);
+static_assert(offsetof(greenlet_domain, has_deferred) == TENDRIL_DOMAIN_HAS_DEFERRED && sizeof(std::atomic<bool>) == 1);
+static_assert(offsetof(switch_message, from) == TENDRIL_MESSAGE_FROM);
+static_assert(offsetof(switch_message, v) == TENDRIL_MESSAGE_VALUE && sizeof(value) == sizeof(void*));
+static_assert(offsetof(switch_message, e) == TENDRIL_MESSAGE_ERROR);
+static_assert(offsetof(switch_message, event) == TENDRIL_MESSAGE_EVENT && sizeof(trace_event) == 4 &&
+              static_cast<int>(trace_event::switch_) == 0);
+#pragma GCC diagnostic pop
 
 // What tendril_switch_begin() returns to the assembly entry, in %rax:%rdx.
 struct switch_plan {
@@ -336,9 +373,9 @@ namespace {
     ::new (static_cast<void*>(out)) value(std::move(*v));
     return {nullptr, nullptr};
   }
-  // An exception from resolve() must outlive this frame: the receiver takes it from the domain's outbox.
-  continuation next = prepare_landing(
-      d, self, target, *v, e ? d->outbox : const_cast<std::exception_ptr&>(no_exception), trace_event::switch_);
+  // An exception from resolve() must outlive this frame: the receiver takes it from the domain's outbox (which
+  // it leaves empty).
+  continuation next = prepare_landing(d, self, target, *v, d->outbox, trace_event::switch_);
   if (e) d->outbox = std::move(e);
   self->eh = thread_exception_state();
   return {std::move(next).release(), self};
@@ -347,10 +384,10 @@ namespace {
 // The rest of receive() for tendril_switch_end(), whose value is built at `out` already: an exception thrown in,
 // a tracer, an orphaned sender.
 [[gnu::noinline]] void switch_end_slow(value* out, greenlet_impl* self) {
-  const switch_message m = tl_message;
+  const switch_message m = tendril_tl_message;
   std::exception_ptr e;
-  if (*m.e) e = std::move(*m.e);
-  if (tl_has_tracer) {
+  if (m.e != nullptr && *m.e) e = std::move(*m.e);
+  if (tendril_tl_has_tracer) {
     call_tracer(self, m, e);
   } else if (m.from->orphaned) {
     settle_orphan(m.from);
@@ -381,7 +418,7 @@ extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* ha
   if (target->dead || !target->started || target == self) [[unlikely]]
     return switch_begin_slow(out, d, self, target, v);
   continuation next = std::move(target->ctx);
-  tl_message = switch_message{self, v, const_cast<std::exception_ptr*>(&no_exception), trace_event::switch_};
+  tendril_tl_message = switch_message{self, v, nullptr, trace_event::switch_};
   d->current = target;
   set_current_stack_label(target->running_label);
   self->eh = thread_exception_state();
@@ -392,11 +429,11 @@ extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* ha
 // finished). Builds the received value at `out`, or throws what was thrown into `self`.
 extern "C" void tendril_switch_end(value* out, greenlet_impl* self, void* back) {
   thread_exception_state() = self->eh;
-  const switch_message& m = tl_message;
+  const switch_message& m = tendril_tl_message;
   if (back != nullptr) [[likely]]
     m.from->ctx.adopt_into_empty(back);  // the sender was running, so its ctx is empty
   ::new (static_cast<void*>(out)) value(std::move(*m.v));
-  if (*m.e || tl_has_tracer || m.from->orphaned) [[unlikely]]
+  if (m.e != nullptr || tendril_tl_has_tracer || m.from->orphaned) [[unlikely]]
     switch_end_slow(out, self);
 }
 
@@ -632,7 +669,7 @@ bool greenlet::active() const noexcept { return started() && !dead(); }
 bool greenlet::is_main() const noexcept { return impl_ != nullptr && impl_->is_main; }
 
 tracer settrace(tracer t) {
-  detail::tl_has_tracer = static_cast<bool>(t);
+  tendril_tl_has_tracer = static_cast<bool>(t);
   return std::exchange(detail::tl_tracer, std::move(t));
 }
 tracer gettrace() { return detail::tl_tracer; }

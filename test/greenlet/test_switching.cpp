@@ -1,6 +1,7 @@
 // Switching rules, ported from greenlet's test_greenlet.py (the tests that make sense without Python objects).
 #include <doctest/doctest.h>
 
+#include <cfenv>
 #include <new>
 #include <optional>
 #include <string>
@@ -8,6 +9,10 @@
 
 #include "helpers.hpp"
 #include "tendril/greenlet.hpp"
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 using tendril::greenlet;
 using tendril::greenlet_error;
@@ -468,4 +473,77 @@ TEST_CASE("no memory for a new greenlet's stack: switch_ throws std::bad_alloc a
   CHECK_FALSE(g.started());
   greenlet h([] { return 2; });
   CHECK(h.switch_().as<int>() == 2);
+}
+
+namespace {
+
+// The rounding mode as both the x87 unit and SSE see it (glibc's fegetround() reads only the x87 control word).
+struct rounding {
+  int x87;
+  unsigned sse;
+  bool operator==(const rounding&) const = default;
+};
+rounding current_rounding() {
+#if defined(__x86_64__)
+  return {std::fegetround(), _mm_getcsr() & 0x6000u};
+#else
+  return {std::fegetround(), 0};
+#endif
+}
+
+}  // namespace
+
+// Python's greenlet and Boost.Context keep the floating-point control state per context; tendril's switch saves
+// it on every switch and reloads it only when the receiver's differs, so a switch between different modes must
+// still restore each side's own.
+TEST_CASE("each greenlet keeps its own floating-point rounding mode across switches") {
+  const rounding main_mode = current_rounding();
+  REQUIRE(std::fegetround() == FE_TONEAREST);
+  std::vector<rounding> seen;
+  greenlet main = greenlet::current();
+  greenlet other([&] {
+    std::fesetround(FE_TOWARDZERO);
+    for (;;) {
+      main.switch_();
+      seen.push_back(current_rounding());
+    }
+  });
+  greenlet g([&] {
+    std::fesetround(FE_UPWARD);
+    const rounding up = current_rounding();
+    main.switch_();
+    seen.push_back(current_rounding());
+    other.switch_();  // greenlet to greenlet: other runs toward zero, and comes back to main
+    CHECK(current_rounding() == up);
+    std::fesetround(FE_DOWNWARD);
+    main.switch_();
+    seen.push_back(current_rounding());
+  });
+  g.switch_();
+  CHECK(current_rounding() == main_mode);
+  other.switch_();  // starts other: it sets toward-zero and switches back
+  CHECK(current_rounding() == main_mode);
+  g.switch_();  // g sees upward, switches to other, which comes back here
+  CHECK(current_rounding() == main_mode);
+  g.switch_();  // g sees upward again, sets downward, comes back
+  CHECK(current_rounding() == main_mode);
+  g.switch_();  // g sees downward and finishes
+  CHECK(current_rounding() == main_mode);
+  std::fesetround(FE_UPWARD);
+  other.switch_();  // other sees its own toward-zero; main's mode stays upward
+  CHECK(current_rounding().x87 == FE_UPWARD);
+  std::fesetround(FE_TONEAREST);
+  CHECK(g.dead());
+  REQUIRE(seen.size() == 4);
+  std::fesetround(FE_UPWARD);
+  const rounding upward = current_rounding();
+  std::fesetround(FE_DOWNWARD);
+  const rounding downward = current_rounding();
+  std::fesetround(FE_TOWARDZERO);
+  const rounding towardzero = current_rounding();
+  std::fesetround(FE_TONEAREST);
+  CHECK(seen[0] == upward);
+  CHECK(seen[1] == towardzero);  // other, resumed from g's other.switch_()
+  CHECK(seen[2] == downward);
+  CHECK(seen[3] == towardzero);
 }
