@@ -105,14 +105,8 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     // take its context
     movq    TENDRIL_GREENLET_CTX(%r9), %rax
     movq    $0, TENDRIL_GREENLET_CTX(%r9)
-    movq    %r11, %rdx
-    jmp     .Lsuspend
-.Lbegin_in_cxx:
-    call    tendril_switch_begin        // -> %rax: the context to resume (null: no switch, result built), %rdx: self
-    testq   %rax, %rax
-    jz      .Lreturn
+    movq    %r11, 8(%rsp)
 .Lsuspend:
-    movq    %rdx, 8(%rsp)
 
     // Suspend: jump_fcontext's frame, resuming at .Lresumed.
     subq    $0x48, %rsp
@@ -197,18 +191,27 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     movq    $0, (%rdx)
     movq    (%rsp), %rdi
     movq    %rsi, (%rdi)
-    jmp     .Lreturn
-.Lend_in_cxx:
-    movq    (%rsp), %rdi
-    movq    %r11, %rsi
-    movq    %rax, %rdx
-    call    tendril_switch_end          // builds the result at (%rsp), or throws
 .Lreturn:
     movq    (%rsp), %rax
     addq    $0x18, %rsp
     .cfi_def_cfa_offset 8
     popq    %rcx                        // the return address: left by an indirect jump, not by `ret`
     jmp     *%rcx
+
+    // The C++ paths, out of the fast paths' way.
+    .cfi_def_cfa_offset 0x20
+.Lbegin_in_cxx:
+    call    tendril_switch_begin        // -> %rax: the context to resume (null: no switch, result built), %rdx: self
+    testq   %rax, %rax
+    jz      .Lreturn
+    movq    %rdx, 8(%rsp)
+    jmp     .Lsuspend
+.Lend_in_cxx:
+    movq    (%rsp), %rdi
+    movq    %r11, %rsi
+    movq    %rax, %rdx
+    call    tendril_switch_end          // builds the result at (%rsp), or throws
+    jmp     .Lreturn
     .cfi_endproc
     .size   _ZN7tendril8greenlet12switch_valueENS_5valueE, .-_ZN7tendril8greenlet12switch_valueENS_5valueE
 
