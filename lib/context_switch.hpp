@@ -79,4 +79,11 @@ class continuation {
 // Inside a catch(...) block: true if the exception is Boost.Context's forced_unwind, which must be rethrown.
 bool is_forced_unwind() noexcept;
 
+// Calls fn(arg); under valgrind, on a stack of its own, registered with valgrind and mapped more than 2 MB
+// (memcheck's --max-stackframe) away from every other mapping. For code that jumps onto a stack valgrind has not
+// been told about (Boost.Fiber creating a thread's dispatcher): from such a stack memcheck sees that jump, and the
+// jump back, as stack switches, and not as a push and a pop that mark all memory in between (other threads' live
+// stacks included) inaccessible. Rethrows what fn throws.
+void call_on_isolated_stack_under_valgrind(void (*fn)(void*), void* arg);
+
 }  // namespace tendril::detail
