@@ -69,8 +69,8 @@ thread_local boost::fibers::scheduler* tl_scheduler __attribute__((tls_model("in
   // thread exit must cancel blocked tasks while the scheduler still exists.
   // Boost.Fiber's first call on a thread creates its dispatcher, jumping onto a stack Boost mallocs and has not
   // registered with valgrind (docs/internals.md, "Sanitizers and valgrind").
-  call_on_isolated_stack_under_valgrind(
-      [](void*) { tl_scheduler = boost::fibers::context::active()->get_scheduler(); }, nullptr);
+  call_on_isolated_stack_under_valgrind([](void*) { tl_scheduler = boost::fibers::context::active()->get_scheduler(); },
+                                        nullptr);
   install_scheduler();
   tl_eh = &current_exception_state();
   thread_local thread_state state;
