@@ -109,21 +109,27 @@ namespace {
 namespace fibers = boost::fibers;
 
 #if defined(TENDRIL_HAVE_VALGRIND)
-// Registers the dispatcher's stack with valgrind; called on the dispatcher, from its first pick_next().
-// Boost.Fiber allocates the dispatcher's stack itself and registers it only when Boost is built with valgrind
-// support. Unregistered, memcheck takes switches between it and tendril's registered stacks for ordinary
-// stack-pointer moves and marks the memory in between (other tasks' live frames) inaccessible.
-// Boost places the dispatcher_context object at the top of that stack, just above the usable part, so the
-// running context's address is the stack's upper end. Not inlined: memcheck takes the first stack-pointer
-// move after a registration for a switch and skips its bookkeeping, which is harmless for a return.
-[[gnu::noinline]] unsigned register_dispatcher_stack_with_valgrind() noexcept {
-  char probe = 0;
-  const auto sp = reinterpret_cast<std::uintptr_t>(&probe);
-  const auto top = reinterpret_cast<std::uintptr_t>(fibers::context::active());
-  const std::size_t size = boost::context::stack_traits::default_size();
-  if (!(sp < top && top - sp < size / 2)) return 0;  // not the layout we know: leave it alone
-  return VALGRIND_STACK_REGISTER(top - size / 2, top);
-}
+// The dispatcher's stack, for valgrind. Boost.Fiber allocates it itself and registers it only when Boost is
+// built with valgrind support. Unregistered, memcheck takes switches between it and other stacks for ordinary
+// stack-pointer moves when they are near each other, and marks the memory in between (other tasks' live frames)
+// inaccessible. Boost places the dispatcher_context object at the top of that stack, just above the usable part,
+// so its address is the stack's upper end; the upper half of Boost's default size is registered.
+struct dispatcher_stack {
+  static std::uintptr_t top(const fibers::context* dispatcher) noexcept {
+    return reinterpret_cast<std::uintptr_t>(dispatcher);
+  }
+  static std::size_t half() noexcept { return boost::context::stack_traits::default_size() / 2; }
+  static unsigned register_with_valgrind(const fibers::context* dispatcher) noexcept {
+    return VALGRIND_STACK_REGISTER(top(dispatcher) - half(), top(dispatcher));
+  }
+  // On the dispatcher: whether its stack pointer is in the registered range. Not inlined, so it has a frame.
+  [[gnu::noinline]] static bool running_on_registered_part() noexcept {
+    char probe = 0;
+    const auto sp = reinterpret_cast<std::uintptr_t>(&probe);
+    const std::uintptr_t t = top(fibers::context::active());
+    return sp < t && t - sp < half();
+  }
+};
 #endif
 
 class reactor_algorithm final : public fibers::algo::algorithm {
@@ -136,6 +142,16 @@ class reactor_algorithm final : public fibers::algo::algorithm {
 #endif
 
   void awakened(fibers::context* ctx) noexcept override {
+#if defined(TENDRIL_HAVE_VALGRIND)
+    // The first context handed over is the dispatcher, moved here from Boost's default algorithm by set_algo(),
+    // before anything has switched to it: its stack is registered before that first switch.
+    if (!first_awakened_seen_) [[unlikely]] {
+      first_awakened_seen_ = true;
+      if (valgrind_ && ctx->is_context(fibers::type::dispatcher_context)) {
+        dispatcher_stack_id_ = dispatcher_stack::register_with_valgrind(ctx);
+      }
+    }
+#endif
     ctx->ready_link(ready_);
     // The dispatcher queues itself right before it resumes the fiber it picked (scheduler::dispatch()).
     if (ctx->is_context(fibers::type::dispatcher_context)) dispatcher_fresh_ = true;
@@ -143,9 +159,13 @@ class reactor_algorithm final : public fibers::algo::algorithm {
 
   fibers::context* pick_next() noexcept override {
 #if defined(TENDRIL_HAVE_VALGRIND)
-    if (valgrind_ && !dispatcher_seen_ && fibers::context::active()->is_context(fibers::type::dispatcher_context)) {
-      dispatcher_seen_ = true;
-      dispatcher_stack_id_ = register_dispatcher_stack_with_valgrind();
+    if (dispatcher_stack_id_ != 0 && !dispatcher_checked_ &&
+        fibers::context::active()->is_context(fibers::type::dispatcher_context)) {
+      dispatcher_checked_ = true;
+      if (!dispatcher_stack::running_on_registered_part()) {  // not the layout we know: leave it alone
+        VALGRIND_STACK_DEREGISTER(dispatcher_stack_id_);
+        dispatcher_stack_id_ = 0;
+      }
     }
 #endif
     // Look at I/O without blocking once per round of the ready queue, so busy tasks never starve it:
@@ -297,7 +317,8 @@ class reactor_algorithm final : public fibers::algo::algorithm {
   reactor reactor_;
 #if defined(TENDRIL_HAVE_VALGRIND)
   bool valgrind_ = false;
-  bool dispatcher_seen_ = false;
+  bool first_awakened_seen_ = false;
+  bool dispatcher_checked_ = false;
   unsigned dispatcher_stack_id_ = 0;
 #endif
 };

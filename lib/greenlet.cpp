@@ -354,6 +354,9 @@ static_assert(offsetof(switch_message, e) == TENDRIL_MESSAGE_ERROR);
 static_assert(offsetof(switch_message, event) == TENDRIL_MESSAGE_EVENT && sizeof(trace_event) == 4 &&
               static_cast<int>(trace_event::switch_) == 0);
 #pragma GCC diagnostic pop
+// The thread-locals it reads by their C++ names, through @gottpoff (initial-exec: see their declarations).
+static_assert(std::is_same_v<decltype(tl_domain_slot), greenlet_domain**>);
+static_assert(std::is_same_v<decltype(tl_current_label), const stack_label*>);
 
 // What tendril_switch_begin() returns to the assembly entry, in %rax:%rdx.
 struct switch_plan {

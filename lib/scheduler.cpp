@@ -67,6 +67,7 @@ thread_local boost::fibers::scheduler* tl_scheduler __attribute__((tls_model("in
 [[gnu::noinline]] thread_state& install_thread() {
   // Boost.Fiber's per-thread objects must be constructed before ours, so that ours are destroyed first:
   // thread exit must cancel blocked tasks while the scheduler still exists.
+  register_thread_stack_with_valgrind();  // first: Boost.Fiber's teardown switches stacks at thread exit
   // Boost.Fiber's first call on a thread creates its dispatcher, jumping onto a stack Boost mallocs and has not
   // registered with valgrind (docs/internals.md, "Sanitizers and valgrind").
   call_on_isolated_stack_under_valgrind([](void*) { tl_scheduler = boost::fibers::context::active()->get_scheduler(); },

@@ -1,6 +1,7 @@
 // lib/stack_pool.cpp — mmap'd stacks with guard pages, pooled per thread, and the stack-overflow reporter.
 #include "stack_pool.hpp"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -519,3 +520,30 @@ stack_pool_stats stack_pool_statistics() noexcept {
 }
 
 }  // namespace tendril
+
+namespace tendril::detail {
+
+void register_thread_stack_with_valgrind() noexcept {
+  if (RUNNING_ON_VALGRIND == 0) return;
+  if (::getpid() == static_cast<pid_t>(::syscall(SYS_gettid))) return;
+  struct registration {
+    unsigned id = 0;
+    registration() noexcept {
+      pthread_attr_t attr;
+      if (::pthread_getattr_np(::pthread_self(), &attr) != 0) return;
+      void* low = nullptr;
+      std::size_t size = 0;
+      if (::pthread_attr_getstack(&attr, &low, &size) == 0) {
+        id = VALGRIND_STACK_REGISTER(static_cast<char*>(low), static_cast<char*>(low) + size);
+      }
+      ::pthread_attr_destroy(&attr);
+    }
+    ~registration() {
+      if (id != 0) VALGRIND_STACK_DEREGISTER(id);
+    }
+  };
+  thread_local registration r;
+  (void)r;
+}
+
+}  // namespace tendril::detail

@@ -40,3 +40,13 @@ extern const std::size_t stack_guard_size;
 void label_stack(stack_label& label, const stack_block& block) noexcept;
 
 }  // namespace tendril::detail
+
+namespace tendril::detail {
+
+// Under valgrind, registers the calling thread's own stack (not the main thread's, which is far from every other
+// mapping) until the thread exits, so that memcheck takes switches between it and the registered task and
+// dispatcher stacks for stack switches, not for pushes and pops that mark the memory in between. Call it before
+// the thread's first Boost.Fiber call: the registration must outlast Boost.Fiber's per-thread teardown.
+void register_thread_stack_with_valgrind() noexcept;
+
+}  // namespace tendril::detail

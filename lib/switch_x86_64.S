@@ -133,7 +133,8 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     xorl    %r8d, %edx
     orl     %edx, %ecx
     movq    %rsp, %rdi                  // this context, for the receiver
-    movq    %rax, %rsp                  // now on the receiver's stack: no CFI describes these few instructions
+    movq    %rax, %rsp                  // now on the receiver's stack; this frame is at %rdi
+    .cfi_def_cfa %rdi, 0x68
     jnz     .Lfpu
 .Lresume:
     movq    0x10(%rsp), %r12
@@ -149,14 +150,15 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     xorl    %esi, %esi
     xorl    %edx, %edx
     jmp     *%r8
-    // From here on the CFI describes this frame again. ontop_fcontext calls its function with .Lresumed as the
-    // return address, so the unwinder looks up the byte before it, which must be under this frame's CFI too.
-    .cfi_restore_state
 .Lfpu:
     ldmxcsr (%rsp)
     fldcw   4(%rsp)
     jmp     .Lresume
 
+    // From here on the CFI describes this frame at %rsp again. ontop_fcontext calls its function with .Lresumed
+    // as the return address, so the unwinder looks up the byte before it: the nop keeps that byte under this CFI.
+    .cfi_restore_state
+    nop
     // Resumed, by this code, jump_fcontext or ontop_fcontext: %rsp is back at the locals, the callee-saved
     // registers are the caller's again, %rax = the context we came from (null if it finished).
     .p2align 4
