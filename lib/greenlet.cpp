@@ -226,13 +226,14 @@ void reset_refs(greenlet_impl* g, long n) noexcept {
 
 // Drops one reference on the owner or after the owner has ended (release() sends the others to the owner); true
 // if it was the last.
-[[gnu::always_inline]] inline bool drop_ref(greenlet_impl* g) noexcept {
-  if (on_live_owner(g->domain)) [[likely]] {
-    if (g->owner_refs > 0) return --g->owner_refs == 0 && g->refs.load(std::memory_order_acquire) == 0;
-    return g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;  // the rest were taken elsewhere
-  }
+[[gnu::always_inline]] inline bool drop_owner_ref(greenlet_impl* g) noexcept {  // on the live owner
+  if (g->owner_refs > 0) return --g->owner_refs == 0 && g->refs.load(std::memory_order_acquire) == 0;
+  return g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;  // the rest were taken elsewhere
+}
+[[gnu::always_inline]] inline bool drop_shared_ref(greenlet_impl* g) noexcept {  // once the owner has ended
   return g->refs.fetch_sub(1, std::memory_order_acq_rel) - 1 + g->owner_refs == 0;
 }
+bool drop_ref(greenlet_impl* g) noexcept { return on_live_owner(g->domain) ? drop_owner_ref(g) : drop_shared_ref(g); }
 
 // Only the owner creates greenlets in a domain, so it takes every domain reference but those of greenlets made
 // while it is being torn down.
@@ -634,7 +635,11 @@ void release_at_zero(greenlet_impl* g) noexcept {
 // back from zero (greenlet::current() in a greenlet whose last handle went) or settling an orphan.
 void release(greenlet_impl* g) noexcept {
   greenlet_domain* owner = g->domain;
-  if (here_domain() != owner && owner->alive.load(std::memory_order_acquire)) [[unlikely]] {
+  if (here_domain() == owner) [[likely]] {
+    if (owner->alive.load(std::memory_order_relaxed) ? drop_owner_ref(g) : drop_shared_ref(g)) release_at_zero(g);
+    return;
+  }
+  if (owner->alive.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lk(owner->deferred_mutex);
     // Re-check under the lock: teardown_domain() marks the domain dead under it, then drains the queue.
     if (owner->alive.load(std::memory_order_acquire)) {
@@ -643,7 +648,7 @@ void release(greenlet_impl* g) noexcept {
       return;
     }
   }
-  if (drop_ref(g)) release_at_zero(g);
+  if (drop_shared_ref(g)) release_at_zero(g);
 }
 
 // The landing side found its sender orphaned (last handle dropped while it ran).
