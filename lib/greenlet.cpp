@@ -64,6 +64,9 @@ class greenlet_impl {
   static void* operator new(std::size_t size);
   static void operator delete(void* p, std::size_t size) noexcept;
 
+  greenlet_impl() noexcept = default;
+  explicit greenlet_impl(greenlet::run_function&& r) noexcept : run(std::move(r)) {}  // cheaper than assigning it
+
   std::atomic<long> refs{0};          // references taken elsewhere (see greenlet_domain)
   greenlet_domain* domain = nullptr;  // counted reference
   greenlet_impl* parent = nullptr;    // counted reference; null only for a main greenlet
@@ -681,12 +684,11 @@ greenlet_impl* new_greenlet(greenlet::run_function&& run, greenlet_impl* parent,
   if (parent != nullptr && parent->domain != d) {
     throw greenlet_error("a greenlet's parent must belong to the same thread or task");
   }
-  auto* g = new greenlet_impl;
+  auto* g = new greenlet_impl(std::move(run));
   g->domain = d;
   acquire_domain(d);
   g->parent = parent != nullptr ? parent : d->current;
   acquire(g->parent);
-  g->run = std::move(run);
   g->stack_size = stack.size;
   if (!stack.name.empty()) g->label.name = std::move(stack.name);  // empty: the overflow message says "greenlet"
   g->running_label = &g->label;
