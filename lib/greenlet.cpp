@@ -325,12 +325,20 @@ TENDRIL_HOT greenlet_domain* current_domain() {
   return current_domain_slow();
 }
 
+void release_at_zero(greenlet_impl* g) noexcept;
+
 void destroy(greenlet_impl* g) noexcept {
   greenlet_impl* parent = g->parent;
   greenlet_domain* d = g->domain;
   delete g;
+  if (on_live_owner(d)) [[likely]] {
+    // The common case, decided once for both references (the parent belongs to the same domain).
+    --d->owner_refs;  // never the last (see release_domain())
+    if (parent != nullptr && drop_owner_ref(parent)) release_at_zero(parent);
+    return;
+  }
   if (parent != nullptr) release(parent);
-  if (d != nullptr) release_domain(d);
+  release_domain(d);
 }
 
 // ---- switching -----------------------------------------------------------------------------------------------
@@ -686,9 +694,14 @@ greenlet_impl* new_greenlet(greenlet::run_function&& run, greenlet_impl* parent,
   }
   auto* g = new greenlet_impl(std::move(run));
   g->domain = d;
-  acquire_domain(d);
   g->parent = parent != nullptr ? parent : d->current;
-  acquire(g->parent);
+  if (d->alive.load(std::memory_order_relaxed)) [[likely]] {  // d is the current domain: the live owner's counts
+    ++d->owner_refs;
+    ++g->parent->owner_refs;
+  } else {
+    acquire_domain(d);
+    acquire(g->parent);
+  }
   g->stack_size = stack.size;
   if (!stack.name.empty()) g->label.name = std::move(stack.name);  // empty: the overflow message says "greenlet"
   g->running_label = &g->label;
