@@ -1,12 +1,11 @@
-// lib/context_switch.cpp — continuation on boost::context::fiber: creating contexts on pooled stacks, unwinding.
+// lib/context_switch.cpp — continuation on Boost.Context's fcontext: creating contexts on pooled stacks, unwinding.
 #include "context_switch.hpp"
 
-#include <boost/context/fiber.hpp>
-#include <boost/context/preallocated.hpp>
-#include <boost/context/stack_context.hpp>
+#include <boost/context/detail/exception.hpp>
 
 #include <sys/mman.h>
 
+#include <cstdint>
 #include <exception>
 #include <new>
 #include <utility>
@@ -25,52 +24,84 @@ namespace tendril::detail {
 namespace {
 
 namespace ctx = boost::context;
-static_assert(sizeof(ctx::fiber) == sizeof(ctx::detail::fcontext_t),
-              "boost::context::fiber is expected to hold one fcontext_t");
+using ctx::detail::fcontext_t;
+using ctx::detail::transfer_t;
 
-// Boost.Context stack allocator over the tendril stack pool.
-class pooled_stack_allocator {
- public:
-  pooled_stack_allocator(std::size_t size, stack_label* label) noexcept : size_(size), label_(label) {}
-  ctx::stack_context allocate() {
-    stack_block b = allocate_stack(size_);
-    if (label_ != nullptr) label_stack(*label_, b);
-    ctx::stack_context sc;
-    sc.size = b.size;
-    sc.sp = b.top;
-    return sc;
-  }
-  void deallocate(ctx::stack_context& sc) noexcept { free_stack(stack_block{static_cast<char*>(sc.sp), sc.size}); }
-
- private:
-  std::size_t size_;
-  stack_label* label_;
+// What a new context needs, at the top of its own stack (where boost::context::fiber keeps its fiber_record).
+struct context_record {
+  continuation::body_fn body;
+  void* arg;
+  stack_block stack;
+  // Entered from a finishing context's exit (free_finished_stack() below) rather than by a jump: the entry's
+  // transfer_t is then meaningless, and there is no caller context to hand to the body.
+  bool sender_finished;
 };
 
-ctx::fiber& as_fiber(void*& slot) noexcept { return *std::launder(reinterpret_cast<ctx::fiber*>(&slot)); }
+// The record of the context this thread created last, until that context is first entered. Why a thread-local:
+// the first jump into a new context is the switch itself (lib/switch_x86_64.S, resume()), which passes no data,
+// and a context is always entered right after it is created (prepare_landing() in lib/greenlet.cpp), before any
+// other context is created or entered on the thread.
+thread_local context_record* tl_unentered __attribute__((tls_model("initial-exec"))) = nullptr;
 
-ctx::fiber take(void*& slot) noexcept { return std::move(as_fiber(slot)); }
-
-void put(void*& slot, ctx::fiber&& f) noexcept {
-  slot = nullptr;
-  ::new (static_cast<void*>(&slot)) ctx::fiber(std::move(f));
+// Runs on the stack of the context a finished one jumped to, before that context goes on: the finished stack is
+// no longer in use and goes back to the pool (as Boost's fiber_exit()). The receiver sees an empty continuation.
+transfer_t free_finished_stack(transfer_t t) noexcept {
+  const stack_block b = static_cast<context_record*>(t.data)->stack;  // read before the stack can be reused
+  free_stack(b);
+  return {nullptr, nullptr};
 }
+
+// Every context starts here (as Boost's fiber_entry(), without its jump back to the creator and the creator's
+// jump in again: a new context is created suspended at this function's first instruction).
+void context_entry(transfer_t t) noexcept {
+  context_record* rec = tl_unentered;
+  tl_unentered = nullptr;
+  fcontext_t next;
+  try {
+    continuation caller = continuation::adopt(rec->sender_finished ? nullptr : t.fctx);
+    next = rec->body(rec->arg, std::move(caller)).release();
+  } catch (const ctx::detail::forced_unwind& e) {
+    next = e.fctx;  // unwound (continuation::unwind()): back to the unwinder
+  }
+  // Jumping to a context that was created and never entered (a finished greenlet's unstarted parent) lands in
+  // context_entry() after free_finished_stack() returns: tell it that no jump brought it there.
+  if (tl_unentered != nullptr) tl_unentered->sender_finished = true;
+  ctx::detail::ontop_fcontext(next, rec, &free_finished_stack);
+  __builtin_unreachable();  // a finished context is never resumed
+}
+
+transfer_t unwind_context(transfer_t t) { throw ctx::detail::forced_unwind(t.fctx); }
 
 }  // namespace
 
-void continuation::unwind() noexcept { ctx::fiber doomed = take(fctx_); }
+void continuation::unwind() noexcept {
+  void* fctx = std::exchange(fctx_, nullptr);
+  context_record* rec = tl_unentered;
+  if (rec != nullptr && static_cast<char*>(fctx) < rec->stack.top &&
+      static_cast<char*>(fctx) > rec->stack.top - rec->stack.size) {
+    // Created and never entered: nothing runs on it yet, so there is nothing to unwind.
+    tl_unentered = nullptr;
+    free_stack(rec->stack);
+    return;
+  }
+  // As ~boost::context::fiber(): forced_unwind is thrown on the suspended stack, which unwinds to
+  // context_entry() and comes back here, its stack freed.
+  ctx::detail::ontop_fcontext(fctx, nullptr, &unwind_context);
+}
 
 continuation continuation::create(std::size_t stack_size, body_fn body, void* arg, stack_label* label) {
-  pooled_stack_allocator alloc(usable_stack_size(stack_size), label);
-  ctx::fiber f(std::allocator_arg, alloc, [body, arg](ctx::fiber&& caller) -> ctx::fiber {
-    continuation c;
-    put(c.fctx_, std::move(caller));
-    continuation next = body(arg, std::move(c));
-    return take(next.fctx_);
-  });
-  continuation result;
-  put(result.fctx_, std::move(f));
-  return result;
+  const stack_block b = allocate_stack(stack_size);
+  if (label != nullptr) label_stack(*label, b);
+  // The record at the top, then a 64-byte gap and the context's first frame below it (as Boost's create_fiber1()).
+  constexpr std::uintptr_t record_align = 64;
+  auto* rec = ::new (reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(b.top) - sizeof(context_record)) &
+                                             ~(record_align - 1))) context_record{body, arg, b, false};
+  char* sp = reinterpret_cast<char*>(rec) - 64;
+  const std::size_t size = static_cast<std::size_t>(sp - (b.top - b.size));
+  continuation c;
+  c.fctx_ = ctx::detail::make_fcontext(sp, size, &context_entry);
+  tl_unentered = rec;
+  return c;
 }
 
 bool is_forced_unwind() noexcept {
@@ -90,22 +121,23 @@ bool is_forced_unwind() noexcept {
 namespace tendril::detail {
 namespace {
 
-// Boost.Context stack allocator over one stack the caller owns.
-class borrowed_stack_allocator {
- public:
-  borrowed_stack_allocator(char* top, std::size_t size) noexcept : top_(top), size_(size) {}
-  ctx::stack_context allocate() noexcept {
-    ctx::stack_context sc;
-    sc.size = size_;
-    sc.sp = top_;
-    return sc;
-  }
-  void deallocate(ctx::stack_context&) noexcept {}
-
- private:
-  char* top_;
-  std::size_t size_;
+struct isolated_call {
+  void (*fn)(void*);
+  void* arg;
+  std::exception_ptr error;
 };
+
+// Runs the call, then jumps back for good: the context is abandoned with nothing left on its stack to destroy.
+void isolated_entry(transfer_t t) noexcept {
+  auto* call = static_cast<isolated_call*>(t.data);
+  try {
+    call->fn(call->arg);
+  } catch (...) {
+    call->error = std::current_exception();
+  }
+  ctx::detail::jump_fcontext(t.fctx, nullptr);
+  __builtin_unreachable();
+}
 
 }  // namespace
 
@@ -124,23 +156,12 @@ void call_on_isolated_stack_under_valgrind(void (*fn)(void*), void* arg) {
     ::munmap(base, reserve);
     throw std::bad_alloc();
   }
-  unsigned id = VALGRIND_STACK_REGISTER(lo, lo + usable);
-  std::exception_ptr error;
-  {
-    ctx::fiber f(std::allocator_arg, borrowed_stack_allocator(lo + usable, usable),
-                 [fn, arg, &error](ctx::fiber&& caller) -> ctx::fiber {
-                   try {
-                     fn(arg);
-                   } catch (...) {
-                     error = std::current_exception();
-                   }
-                   return std::move(caller);
-                 });
-    std::move(f).resume();  // returns when fn has, the fiber finished
-  }
+  const unsigned id = VALGRIND_STACK_REGISTER(lo, lo + usable);
+  isolated_call call{fn, arg, nullptr};
+  ctx::detail::jump_fcontext(ctx::detail::make_fcontext(lo + usable, usable, &isolated_entry), &call);
   VALGRIND_STACK_DEREGISTER(id);
   ::munmap(base, reserve);
-  if (error) std::rethrow_exception(error);
+  if (call.error) std::rethrow_exception(call.error);
 }
 
 }  // namespace tendril::detail

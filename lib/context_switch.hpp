@@ -1,11 +1,13 @@
 // lib/context_switch.hpp — the only doorway to Boost.Context.
 //
-// A `continuation` is a suspended execution context (a stack plus saved registers). It has the layout of
-// boost::context::fiber (one fcontext_t) and creates its contexts through it, so Boost.Context's entry, exit
-// and unwinding rules apply unchanged; only the hot operations (move, test, resume) are inline here, calling
-// Boost.Context's jump_fcontext directly exactly as fiber::resume() does. The other doorway is
-// lib/switch_x86_64.S, greenlet::switch_value() on x86-64, which calls jump_fcontext itself with a raw context
-// taken out of a continuation (release/adopt below); see there for why.
+// A `continuation` is a suspended execution context (a stack plus saved registers): one fcontext_t, the layout of
+// boost::context::fiber, with Boost.Context's rules for entering, leaving and unwinding contexts. Contexts are
+// made with Boost.Context's make_fcontext directly, with a small record at the top of the stack, as
+// boost::context::fiber does, minus the jump into the new context and back that fiber's constructor makes: a
+// new context waits at its entry function until first resumed (context_switch.cpp). Only the hot operations
+// (move, test, resume) are inline here, calling jump_fcontext exactly as fiber::resume() does. The other
+// doorway is lib/switch_x86_64.S, greenlet::switch_value() on x86-64, which calls jump_fcontext itself with a
+// raw context taken out of a continuation (release/adopt below); see there for why.
 #pragma once
 
 #include <boost/context/detail/fcontext.hpp>
@@ -53,8 +55,10 @@ class continuation {
     return back;
   }
 
-  // A new suspended context on a pooled stack of `stack_size` usable bytes. `label` (may be null) is filled
-  // with the stack's guard-page range, for the stack-overflow message.
+  // A new suspended context on a pooled stack of `stack_size` usable bytes (0: the default; rounded up as
+  // allocate_stack() does). `label` (may be null) is filled with the stack's guard-page range, for the
+  // stack-overflow message. It must be resumed before any other context is created or resumed on this thread:
+  // its entry finds its record through a thread-local (the first jump in passes no data).
   static continuation create(std::size_t stack_size, body_fn body, void* arg, stack_label* label);
 
   // The raw context, for the assembly switch (lib/switch_x86_64.S): taken out of, or adopted into, a continuation.

@@ -14,6 +14,14 @@
 #include "stack_pool.hpp"
 #include "switch_layout.h"
 
+#if defined(TENDRIL_HAVE_VALGRIND)
+#include <valgrind/memcheck.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#define VALGRIND_MAKE_MEM_NOACCESS(addr, len) ((void)(addr), (void)(len))
+#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
+#endif
+
 // On x86-64 ELF, greenlet::switch_value() is the assembly entry in lib/switch_x86_64.S (why: see there), over
 // tendril_switch_begin() and tendril_switch_end() below. Elsewhere it is plain C++.
 #if defined(__x86_64__) && defined(__ELF__)
@@ -28,22 +36,42 @@ const char* greenlet_exit::what() const noexcept { return "greenlet_exit"; }
 
 namespace detail {
 
+// Reference counts (of greenlets and of domains) are split in two, as in biased reference counting: the owner
+// domain, while it lives, counts in a plain `owner_refs`; other threads and tasks, and everyone once the owner has
+// ended, count in the atomic `refs`. The count is their sum. Creating, finishing and freeing a greenlet on its own
+// thread (the common case) thus takes no atomic read-modify-write; they were five of them, about a quarter of a
+// create-run-finish. Why the owner can tell zero without a read-modify-write: while the owner lives, only it
+// decrements (a handle dropped elsewhere goes through its deferred queue, under a mutex), and every increment made
+// elsewhere was made from a handle that is still live or whose drop the owner has since synchronised with; so
+// when its own count is zero, an acquire load of `refs` sees every increment that matters. Once the owner has ended
+// (`alive` false, stored with release after its last plain update), `owner_refs` is frozen and everyone uses
+// `refs`, which may then go negative: the count is still the sum.
+//
 // The first members of greenlet_domain and greenlet_impl are read by offset by the assembly switch
 // (lib/switch_layout.h, checked below): keep them first and in this order.
 struct greenlet_domain {
   greenlet_impl* current = nullptr;
   std::atomic<bool> has_deferred{false};
-  std::atomic<long> refs{1};
+  std::atomic<long> refs{1};  // the domain's own reference, released by teardown_domain(), is always here
   greenlet_impl* main = nullptr;
   std::atomic<bool> alive{true};
   bool killing_deferred = false;
   std::mutex deferred_mutex;
   std::vector<greenlet_impl*> deferred;  // dropped on another thread: kill here
   std::exception_ptr outbox;             // an exception in flight from switch_begin_slow() to its receiver
+  long owner_refs = 0;                   // see above; folded into `refs` when the domain ends
 };
 
 class greenlet_impl {
  public:
+  // From a small per-thread cache of freed blocks (see impl_cache below): malloc and free were an eighth of a
+  // greenlet's create-run-finish.
+  static void* operator new(std::size_t size);
+  static void operator delete(void* p, std::size_t size) noexcept;
+
+  greenlet_impl() noexcept = default;
+  explicit greenlet_impl(greenlet::run_function&& r) noexcept : run(std::move(r)) {}  // cheaper than assigning it
+
   continuation ctx;                            // the suspended context, when started and not running
   greenlet_domain* domain = nullptr;           // counted reference
   const stack_label* running_label = nullptr;  // &label, or for a main greenlet the thread's or task's stack
@@ -55,7 +83,7 @@ class greenlet_impl {
   bool orphaned = false;
   bool is_main = false;
   bool leaked = false;
-  std::atomic<long> refs{1};
+  std::atomic<long> refs{0};        // references taken elsewhere (see greenlet_domain)
   greenlet_impl* parent = nullptr;  // counted reference; null only for a main greenlet
   greenlet::run_function run;
   // What run returned or threw, kept here (not on the finished stack, which is freed by the switch away) until
@@ -64,7 +92,80 @@ class greenlet_impl {
   std::exception_ptr error;
   std::size_t stack_size = 0;
   stack_label label;
+  long owner_refs = 1;  // references taken by the owner domain while it lives (see greenlet_domain)
 };
+
+// ---- the greenlet_impl cache ----------------------------------------------------------------------------------
+//
+// Freed greenlet_impl blocks are kept in a per-thread list (up to impl_cache_limit) and reused by the next
+// greenlet created on that thread. A block freed on another thread than the one that allocated it (a greenlet
+// whose thread has ended is freed wherever its last handle goes) simply joins that thread's list: the blocks are
+// plain operator new memory. The list is freed at thread exit; blocks freed after that are deleted at once.
+// Plain __thread variables (initial-exec, no TLS wrapper call); the list's destructor is registered on first use.
+// While on the list, a block is unaddressable to memcheck (but for its link word), so a use after free is still
+// reported. Under AddressSanitizer there is no cache: its own allocator reports more (where a block was freed),
+// and LeakSanitizer must see where a leaked block was allocated (a reused block would be attributed to its first
+// user, and a leak the tests make on purpose, under __lsan_disable(), to an allocation made outside it).
+namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr unsigned impl_cache_limit = 0;
+#else
+constexpr unsigned impl_cache_limit = 64;
+#endif
+bool running_on_valgrind() noexcept { return RUNNING_ON_VALGRIND != 0; }
+const bool on_valgrind = running_on_valgrind();  // a client request costs a few instructions even natively
+enum class cache_phase : unsigned char { unborn, alive, dead };
+__thread void* tl_impl_cache TENDRIL_DOMAIN_TLS = nullptr;  // the first free block; each starts with the next
+__thread unsigned tl_impl_cached TENDRIL_DOMAIN_TLS = 0;
+__thread cache_phase tl_impl_cache_phase TENDRIL_DOMAIN_TLS = cache_phase::unborn;
+
+struct impl_cache_guard {
+  ~impl_cache_guard() {
+    tl_impl_cache_phase = cache_phase::dead;
+    while (void* p = tl_impl_cache) {
+      tl_impl_cache = *static_cast<void**>(p);
+      if (on_valgrind) VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(greenlet_impl));
+      ::operator delete(p, sizeof(greenlet_impl));
+    }
+    tl_impl_cached = 0;
+  }
+};
+
+[[gnu::noinline]] void free_impl_slow(void* p) noexcept {
+  if (tl_impl_cache_phase == cache_phase::unborn) {
+    thread_local impl_cache_guard guard;
+    (void)guard;
+    tl_impl_cache_phase = cache_phase::alive;
+  }
+  if (tl_impl_cache_phase == cache_phase::alive && tl_impl_cached < impl_cache_limit) {
+    greenlet_impl::operator delete(p, sizeof(greenlet_impl));
+    return;
+  }
+  ::operator delete(p, sizeof(greenlet_impl));
+}
+}  // namespace
+
+void* greenlet_impl::operator new(std::size_t size) {
+  if (void* p = tl_impl_cache) [[likely]] {
+    tl_impl_cache = *static_cast<void**>(p);
+    --tl_impl_cached;
+    if (on_valgrind) VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(greenlet_impl));
+    return p;
+  }
+  return ::operator new(size);
+}
+
+void greenlet_impl::operator delete(void* p, std::size_t) noexcept {
+  if (tl_impl_cache_phase != cache_phase::alive || tl_impl_cached >= impl_cache_limit) [[unlikely]] {
+    free_impl_slow(p);
+    return;
+  }
+  *static_cast<void**>(p) = tl_impl_cache;
+  tl_impl_cache = p;
+  ++tl_impl_cached;
+  if (on_valgrind)
+    VALGRIND_MAKE_MEM_NOACCESS(static_cast<char*>(p) + sizeof(void*), sizeof(greenlet_impl) - sizeof(void*));
+}
 
 __thread greenlet_domain* tl_thread_domain TENDRIL_DOMAIN_TLS = nullptr;
 __thread greenlet_domain** tl_domain_slot TENDRIL_DOMAIN_TLS = nullptr;
@@ -113,11 +214,64 @@ exception_state& thread_exception_state() noexcept {
   return *e;
 }
 
-void acquire(greenlet_impl* g) noexcept { g->refs.fetch_add(1, std::memory_order_relaxed); }
+// The domain of whatever runs now on this thread (null if none yet); never creates one.
+[[gnu::always_inline]] inline greenlet_domain* here_domain() noexcept {
+  return tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
+}
+
+// True when the calling code runs in `d` and `d` has not ended: then its plain counts are ours to use. `alive` is
+// only ever written by the owner, so the owner reads it exactly without ordering.
+[[gnu::always_inline]] inline bool on_live_owner(greenlet_domain* d) noexcept {
+  return here_domain() == d && d->alive.load(std::memory_order_relaxed);
+}
+
+[[gnu::always_inline]] inline void acquire(greenlet_impl* g) noexcept {
+  if (on_live_owner(g->domain)) [[likely]] {
+    ++g->owner_refs;
+  } else {
+    g->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+}
 void release(greenlet_impl* g) noexcept;
 
-void acquire_domain(greenlet_domain* d) noexcept { d->refs.fetch_add(1, std::memory_order_relaxed); }
+// The count now. On the owner, or anywhere once the owner has ended (owner_refs frozen).
+long ref_count(greenlet_impl* g) noexcept { return g->owner_refs + g->refs.load(std::memory_order_acquire); }
+
+// Sets the count of a greenlet nobody else holds (its count was zero) to n.
+void reset_refs(greenlet_impl* g, long n) noexcept {
+  if (on_live_owner(g->domain)) {
+    g->owner_refs = n;
+    g->refs.store(0, std::memory_order_relaxed);
+  } else {
+    g->refs.store(n - g->owner_refs, std::memory_order_relaxed);
+  }
+}
+
+// Drops one reference on the owner or after the owner has ended (release() sends the others to the owner); true
+// if it was the last.
+[[gnu::always_inline]] inline bool drop_owner_ref(greenlet_impl* g) noexcept {  // on the live owner
+  if (g->owner_refs > 0) return --g->owner_refs == 0 && g->refs.load(std::memory_order_acquire) == 0;
+  return g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1;  // the rest were taken elsewhere
+}
+[[gnu::always_inline]] inline bool drop_shared_ref(greenlet_impl* g) noexcept {  // once the owner has ended
+  return g->refs.fetch_sub(1, std::memory_order_acq_rel) - 1 + g->owner_refs == 0;
+}
+bool drop_ref(greenlet_impl* g) noexcept { return on_live_owner(g->domain) ? drop_owner_ref(g) : drop_shared_ref(g); }
+
+// Only the owner creates greenlets in a domain, so it takes every domain reference but those of greenlets made
+// while it is being torn down.
+void acquire_domain(greenlet_domain* d) noexcept {
+  if (d->alive.load(std::memory_order_relaxed)) [[likely]] {
+    ++d->owner_refs;
+  } else {
+    d->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+}
 void release_domain(greenlet_domain* d) noexcept {
+  if (on_live_owner(d)) [[likely]] {
+    --d->owner_refs;  // never the last: the domain's own reference is in `refs` until it ends
+    return;
+  }
   if (d->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete d;
 }
 
@@ -191,12 +345,20 @@ TENDRIL_HOT greenlet_domain* current_domain() {
   return current_domain_slow();
 }
 
+void release_at_zero(greenlet_impl* g) noexcept;
+
 void destroy(greenlet_impl* g) noexcept {
   greenlet_impl* parent = g->parent;
   greenlet_domain* d = g->domain;
   delete g;
+  if (on_live_owner(d)) [[likely]] {
+    // The common case, decided once for both references (the parent belongs to the same domain).
+    --d->owner_refs;  // never the last (see release_domain())
+    if (parent != nullptr && drop_owner_ref(parent)) release_at_zero(parent);
+    return;
+  }
   if (parent != nullptr) release(parent);
-  if (d != nullptr) release_domain(d);
+  release_domain(d);
 }
 
 // ---- switching -----------------------------------------------------------------------------------------------
@@ -298,20 +460,26 @@ continuation run_greenlet(void* arg, continuation&& caller) {
   thread_exception_state() = exception_state{};
   try {
     value in = receive(self, std::move(caller));  // raises what a throwing tracer threw
-    greenlet::run_function fn = std::move(self->run);
-    self->result = fn(std::move(in));
+    // Called where it is rather than moved out first (two std::function moves); nothing looks at `run` once
+    // started. It is destroyed once it has returned or thrown, as a moved-out copy would be.
+    self->result = self->run(std::move(in));
   } catch (const greenlet_exit& e) {
+    self->run = nullptr;
     self->result = value::of(e);
   } catch (...) {
+    self->run = nullptr;
     if (is_forced_unwind()) throw;
     self->error = std::current_exception();
   }
+  self->run = nullptr;
   self->dead = true;
   greenlet_domain* d = self->domain;
   trace_event event = self->error ? trace_event::throw_ : trace_event::switch_;
   greenlet_impl* target = self->parent;
   if (!target->started || target->dead) target = resolve(target, self->result, self->error);
-  return prepare_landing(d, self, target, self->result, self->error, event);
+  continuation next = prepare_landing(d, self, target, self->result, self->error, event);
+  if (!self->error) tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
+  return next;
 }
 
 TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr& e, trace_event event) {
@@ -448,7 +616,7 @@ namespace {
 // The last handle to a started, unfinished greenlet of the current domain went away: throw greenlet_exit into
 // it with its parent set to the current greenlet, so its destructors run.
 void kill_unreferenced(greenlet_domain* d, greenlet_impl* g) noexcept {
-  g->refs.store(1);
+  reset_refs(g, 1);
   greenlet_impl* saved_parent = g->parent;
   greenlet_impl* cur = d->current;
   acquire(cur);
@@ -467,8 +635,8 @@ void kill_unreferenced(greenlet_domain* d, greenlet_impl* g) noexcept {
   if (!g->dead) {
     // Resurrected: it made a new handle to itself while being killed (as Python's greenlet allows). It lives
     // on as a normal suspended greenlet; dropping the kill's reference is not the last one.
-    if (g->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    g->refs.store(1);
+    if (!drop_ref(g)) return;
+    reset_refs(g, 1);
     report("a greenlet refused to die when its last handle was dropped; it is leaked", nullptr);
     g->leaked = true;
     return;
@@ -497,7 +665,7 @@ void process_deferred(greenlet_domain* d) noexcept {
 // has ended (see release()).
 void release_at_zero(greenlet_impl* g) noexcept {
   if (g->started && !g->dead && !g->is_main && !g->leaked) {
-    greenlet_domain* here = tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
+    greenlet_domain* here = here_domain();
     greenlet_domain* owner = g->domain;
     if (here == owner) {
       if (owner->current == g) {
@@ -521,8 +689,11 @@ void release_at_zero(greenlet_impl* g) noexcept {
 // back from zero (greenlet::current() in a greenlet whose last handle went) or settling an orphan.
 void release(greenlet_impl* g) noexcept {
   greenlet_domain* owner = g->domain;
-  greenlet_domain* here = tl_domain_slot != nullptr ? *tl_domain_slot : tl_thread_domain;
-  if (here != owner && owner->alive.load(std::memory_order_acquire)) [[unlikely]] {
+  if (here_domain() == owner) [[likely]] {
+    if (owner->alive.load(std::memory_order_relaxed) ? drop_owner_ref(g) : drop_shared_ref(g)) release_at_zero(g);
+    return;
+  }
+  if (owner->alive.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lk(owner->deferred_mutex);
     // Re-check under the lock: teardown_domain() marks the domain dead under it, then drains the queue.
     if (owner->alive.load(std::memory_order_acquire)) {
@@ -531,19 +702,22 @@ void release(greenlet_impl* g) noexcept {
       return;
     }
   }
-  if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) release_at_zero(g);
+  if (drop_shared_ref(g)) release_at_zero(g);
 }
 
 // The landing side found its sender orphaned (last handle dropped while it ran).
 void settle_orphan(greenlet_impl* g) noexcept {
   g->orphaned = false;
-  if (g->refs.load(std::memory_order_acquire) == 0) release_at_zero(g);  // else it took a new handle meanwhile
+  if (ref_count(g) == 0) release_at_zero(g);  // else it took a new handle meanwhile
 }
 
 void teardown_domain(greenlet_domain* d) noexcept {
   {
     // From now on handles dropped elsewhere release directly (and leak what can no longer run)...
     std::lock_guard<std::mutex> lk(d->deferred_mutex);
+    // The owner's plain count joins the atomic one before anyone else can see the domain ended.
+    d->refs.fetch_add(d->owner_refs, std::memory_order_relaxed);
+    d->owner_refs = 0;
     d->alive.store(false, std::memory_order_release);
   }
   process_deferred(d);  // ...and what was queued before is released here, on the owner.
@@ -561,14 +735,18 @@ greenlet_impl* new_greenlet(greenlet::run_function&& run, greenlet_impl* parent,
   if (parent != nullptr && parent->domain != d) {
     throw greenlet_error("a greenlet's parent must belong to the same thread or task");
   }
-  auto* g = new greenlet_impl;
+  auto* g = new greenlet_impl(std::move(run));
   g->domain = d;
-  acquire_domain(d);
   g->parent = parent != nullptr ? parent : d->current;
-  acquire(g->parent);
-  g->run = std::move(run);
+  if (d->alive.load(std::memory_order_relaxed)) [[likely]] {  // d is the current domain: the live owner's counts
+    ++d->owner_refs;
+    ++g->parent->owner_refs;
+  } else {
+    acquire_domain(d);
+    acquire(g->parent);
+  }
   g->stack_size = stack.size;
-  g->label.name = std::move(stack.name);  // empty: the overflow message says "greenlet"
+  if (!stack.name.empty()) g->label.name = std::move(stack.name);  // empty: the overflow message says "greenlet"
   g->running_label = &g->label;
   return g;
 }

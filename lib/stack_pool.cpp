@@ -504,12 +504,6 @@ void free_stack(stack_block block) noexcept {
   free_stack_slow(block);
 }
 
-void label_stack(stack_label& label, const stack_block& block) noexcept {
-  label.size = block.size;
-  label.guard_high = block.top - block.size;
-  label.guard_low = label.guard_high - page_size();
-}
-
 }  // namespace detail
 
 stack_pool_stats stack_pool_statistics() noexcept {

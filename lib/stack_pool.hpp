@@ -36,8 +36,12 @@ inline const stack_label* current_stack_label() noexcept { return tl_current_lab
 inline void set_current_stack_label(const stack_label* label) noexcept { tl_current_label = label; }
 // The size of the guard page below every stack (the page size).
 extern const std::size_t stack_guard_size;
-// Fills `label` for `block`.
-void label_stack(stack_label& label, const stack_block& block) noexcept;
+// Fills `label` for `block`. Inline: part of every greenlet's creation.
+inline void label_stack(stack_label& label, const stack_block& block) noexcept {
+  label.size = block.size;
+  label.guard_high = block.top - block.size;
+  label.guard_low = label.guard_high - stack_guard_size;
+}
 
 }  // namespace tendril::detail
 
