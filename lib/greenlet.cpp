@@ -460,26 +460,37 @@ continuation run_greenlet(void* arg, continuation&& caller) {
   thread_exception_state() = exception_state{};
   try {
     value in = receive(self, std::move(caller));  // raises what a throwing tracer threw
-    // Called where it is rather than moved out first (two std::function moves); nothing looks at `run` once
-    // started. It is destroyed once it has returned or thrown, as a moved-out copy would be.
-    self->result = self->run(std::move(in));
-  } catch (const greenlet_exit& e) {
+    // Moved onto this stack first: if the greenlet's thread or task ends while it is suspended, the stack is
+    // leaked with the closure on it, rather than the closure destroyed on whichever thread drops the last handle
+    // while its call is still suspended (release_at_zero()).
+    greenlet::run_function fn = std::move(self->run);
     self->run = nullptr;
+    self->result = fn(std::move(in));
+  } catch (const greenlet_exit& e) {
     self->result = value::of(e);
   } catch (...) {
-    self->run = nullptr;
     if (is_forced_unwind()) throw;
     self->error = std::current_exception();
   }
-  self->run = nullptr;
   self->dead = true;
   greenlet_domain* d = self->domain;
   trace_event event = self->error ? trace_event::throw_ : trace_event::switch_;
   greenlet_impl* target = self->parent;
-  if (!target->started || target->dead) target = resolve(target, self->result, self->error);
-  continuation next = prepare_landing(d, self, target, self->result, self->error, event);
-  if (!self->error) tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
-  return next;
+  for (;;) {
+    if (!target->started || target->dead) target = resolve(target, self->result, self->error);
+    try {
+      continuation next = prepare_landing(d, self, target, self->result, self->error, event);
+      if (!self->error) tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
+      return next;
+    } catch (...) {
+      // No memory for the stack of an unstarted target: it dies of that without running, as an unstarted
+      // greenlet receiving an exception does, and the error goes on up its parent chain (whose end, a main
+      // greenlet, needs no stack). prepare_landing() changed nothing.
+      self->result = value();
+      self->error = std::current_exception();
+      event = trace_event::throw_;
+    }
+  }
 }
 
 TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr& e, trace_event event) {
@@ -712,15 +723,21 @@ void settle_orphan(greenlet_impl* g) noexcept {
 }
 
 void teardown_domain(greenlet_domain* d) noexcept {
-  {
-    // From now on handles dropped elsewhere release directly (and leak what can no longer run)...
+  // Greenlets queued here by other threads are killed first, while the domain still counts as alive: a kill runs
+  // greenlet code, which may hand handles to other threads, and a handle dropped there meanwhile must still come
+  // here through the queue, not free a greenlet that runs here. (Unless this is called from inside
+  // process_deferred() itself, which then finishes its own round.)
+  for (;;) {
+    process_deferred(d);
     std::lock_guard<std::mutex> lk(d->deferred_mutex);
-    // The owner's plain count joins the atomic one before anyone else can see the domain ended.
+    if (!d->deferred.empty() && !d->killing_deferred) continue;  // queued while we were killing: again
+    // From now on handles dropped elsewhere release directly (and leak what can no longer run). The owner's
+    // plain count joins the atomic one before anyone else can see the domain ended.
     d->refs.fetch_add(d->owner_refs, std::memory_order_relaxed);
     d->owner_refs = 0;
     d->alive.store(false, std::memory_order_release);
+    break;
   }
-  process_deferred(d);  // ...and what was queued before is released here, on the owner.
   greenlet_impl* main = d->main;
   // d->current holds no reference. If it is not main (the thread ends inside a greenlet) and orphaned, it can
   // never run again: it is left as it is, like one whose thread is gone.

@@ -475,6 +475,24 @@ TEST_CASE("no memory for a new greenlet's stack: switch_ throws std::bad_alloc a
   CHECK(h.switch_().as<int>() == 2);
 }
 
+// The allocation fails in the finishing child, on its way to its parent: it cannot throw there (nothing is left to
+// catch it on that stack), so the unstarted parent dies of it without running, and the error goes up its chain.
+TEST_CASE("no memory for the stack of a finished greenlet's unstarted parent: the error reaches the next live one") {
+  bool parent_ran = false;
+  greenlet p(
+      [&](value v) {
+        parent_ran = true;
+        return v;
+      },
+      std::nullopt, tendril::stack_options{.size = std::size_t{1} << 50});
+  greenlet c([] { return 1; }, p);
+  CHECK_THROWS_AS(c.switch_(), std::bad_alloc);
+  CHECK(c.dead());
+  CHECK(p.dead());
+  CHECK_FALSE(parent_ran);
+  CHECK(greenlet::current().is_main());
+}
+
 namespace {
 
 // The rounding mode as both the x87 unit and SSE see it (glibc's fegetround() reads only the x87 control word).

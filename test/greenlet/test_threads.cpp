@@ -371,3 +371,78 @@ TEST_CASE(
 }
 
 }  // TEST_SUITE
+
+// At thread exit the owner kills the greenlets queued for it by other threads; those kills run greenlet code,
+// which can hand a handle to yet another thread. A handle dropped there meanwhile must still go through the
+// owner's queue: released directly, it freed a greenlet that was running on the owner (memcheck: a read of freed
+// memory; natively, sometimes an abort).
+TEST_CASE("a handle dropped elsewhere while the owner kills its queued greenlets at exit goes through its queue") {
+  std::optional<greenlet> g_out, h_out;  // handed from the owner to this thread
+  greenlet* on_g_stack = nullptr;        // h's handle, on g's stack while g is being killed
+  std::optional<greenlet> mailbox;       // to the foreign thread
+  std::atomic<int> step{0};
+  std::atomic<bool> h_saw_itself{false};
+  std::thread owner([&] {
+    greenlet h([&] {
+      switch_to_parent();                       // until g switches here while being killed
+      mailbox.emplace(std::move(*on_g_stack));  // h's last handle goes to another thread...
+      step.store(2);
+      while (step.load() != 3) std::this_thread::yield();  // ...which drops it while h runs
+      greenlet me = greenlet::current();
+      h_saw_itself = me.started() && !me.dead() && !me.is_main();
+    });
+    h.switch_();
+    greenlet g([&] {
+      try {
+        switch_to_parent();
+      } catch (const greenlet_exit&) {
+        greenlet local = std::move(*h_out);
+        h_out.reset();
+        local.set_parent(greenlet::current());  // so that h comes back here when it finishes
+        on_g_stack = &local;
+        local.switch_();
+        throw;
+      }
+    });
+    g.switch_();
+    g_out.emplace(std::move(g));
+    h_out.emplace(std::move(h));
+    step.store(1);
+    while (step.load() != 10) std::this_thread::yield();  // g's handle dropped elsewhere: queued here
+  });                                                     // thread exit: the queued g is killed here
+  std::thread foreign([&] {
+    while (step.load() != 2) std::this_thread::yield();
+    mailbox.reset();
+    step.store(3);
+  });
+  while (step.load() != 1) std::this_thread::yield();
+  g_out.reset();
+  step.store(10);
+  owner.join();
+  foreign.join();
+  CHECK(h_saw_itself);
+}
+
+// Its thread has ended, so it can never run again: its stack is leaked with the closure on it, not unwound or
+// destroyed on whichever thread drops the last handle (that would run its code on the wrong thread: a captured
+// lock released there, say).
+TEST_CASE("a greenlet suspended inside run when its thread ends: its closure is not destroyed elsewhere") {
+  struct probe {
+    std::atomic<int>* destroyed;
+    bool live = true;
+    explicit probe(std::atomic<int>* d) : destroyed(d) {}
+    probe(const probe& o) : destroyed(o.destroyed), live(o.live) {}
+    probe(probe&& o) noexcept : destroyed(o.destroyed), live(o.live) { o.live = false; }
+    ~probe() {
+      if (live) ++*destroyed;
+    }
+  };
+  std::atomic<int> destroyed{0};
+  std::optional<greenlet> g;
+  std::thread([&] {
+    g.emplace([p = probe(&destroyed)] { switch_to_parent(); });
+    g->switch_();  // suspended inside run
+  }).join();
+  g.reset();  // the last handle, here: the owner has ended
+  CHECK(destroyed.load() == 0);
+}
