@@ -58,6 +58,21 @@ struct easy_profile {
   bool operator==(const easy_profile&) const = default;
 };
 
+// Whether `r` is plain (see easy_profile).
+bool is_plain(const transfer_request& r) noexcept {
+  return r.method == "GET" && r.headers.empty() && r.body.empty() && !r.on_progress;
+}
+
+long to_ms(const std::optional<duration>& d);
+
+// Whether a handle configured as `p` is configured as plain request `r` needs: compared field by field, without
+// building r's profile (two strings) for every request.
+bool same_profile(const easy_profile& p, const transfer_request& r) noexcept {
+  return p.follow_redirects == r.follow_redirects && p.max_redirects == r.max_redirects &&
+         p.verify_tls == r.verify_tls && p.timeout_ms == to_ms(r.timeout) &&
+         p.connect_timeout_ms == to_ms(r.connect_timeout) && p.ca_file == r.ca_file && p.proxy == r.proxy;
+}
+
 // The first n bytes of `a` equal `lower` (lower-case) up to ASCII case.
 bool same_ascii_lower(const char* a, const char* lower, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
@@ -348,7 +363,8 @@ struct transfer_impl {
   bool finished = false;
   bool paused = false;
   bool ever_paused = false;
-  std::optional<easy_profile> profile;  // set for a plain request (see easy_profile)
+  bool plain = false;                   // a plain request (see easy_profile)
+  std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
   time_point ended{};
@@ -371,6 +387,7 @@ struct transfer_impl {
     error_buffer[0] = '\0';
     code = CURLE_OK;
     added = finished = paused = ever_paused = false;
+    plain = false;
     profile.reset();
     parked = nullptr;
   }
@@ -379,8 +396,8 @@ struct transfer_impl {
   void end() noexcept {
     curl_slist_free_all(header_list);
     header_list = nullptr;
-    if (profile && finished && !ever_paused) {
-      configured_for = std::move(profile);
+    if (plain && finished && !ever_paused) {
+      if (profile) configured_for = std::move(profile);  // else: reused as configured_for says
     } else {
       curl_easy_reset(easy);
       configured_for.reset();
@@ -482,9 +499,8 @@ struct transfer_impl {
     }
   }
 
-  // The profile of a plain request (see easy_profile), or none.
-  static std::optional<easy_profile> plain_profile(const transfer_request& r) {
-    if (r.method != "GET" || !r.headers.empty() || !r.body.empty() || r.on_progress) return std::nullopt;
+  // The profile of a plain request (see easy_profile).
+  static easy_profile plain_profile(const transfer_request& r) {
     return easy_profile{r.follow_redirects, r.max_redirects,         r.verify_tls, r.ca_file, r.proxy,
                         to_ms(r.timeout),   to_ms(r.connect_timeout)};
   }
@@ -554,22 +570,23 @@ transfer::transfer(transfer_request request, body_sink* sink) {
   impl_.reset(d.acquire());
   transfer_impl& t = *impl_;
   t.begin(std::move(request), sink);
-  std::optional<easy_profile> want = transfer_impl::plain_profile(t.request);
+  const bool plain = is_plain(t.request);
   try {
-    if (want && t.configured_for == want) {
+    if (plain && t.configured_for && same_profile(*t.configured_for, t.request)) {
       curl_easy_setopt(t.easy, CURLOPT_URL, t.request.url.c_str());
       curl_easy_setopt(t.easy, CURLOPT_HTTPGET, 1L);
     } else {
       if (t.configured_for) curl_easy_reset(t.easy);
       t.configured_for.reset();
       t.configure();
+      if (plain) t.profile = transfer_impl::plain_profile(t.request);
     }
   } catch (...) {
     t.end();
     d.release(impl_.release());
     throw;
   }
-  t.profile = std::move(want);
+  t.plain = plain;
 }
 
 transfer::~transfer() {
