@@ -18,7 +18,8 @@
 //                 tendril has no such sink; its closest are:
 //   --stream      tendril: session::open(), stream::read(64 KiB) (a std::string per piece).
 //   --stream-into tendril: session::open(), stream::read_into() a reused 256 KiB buffer.
-// Every mode uses CURLOPT_BUFFERSIZE 256 KiB, as tendril does.
+// Every mode uses CURLOPT_BUFFERSIZE 256 KiB, as tendril does; `--buffer BYTES` sets another size for the raw
+// loops (for measuring what the size costs: libcurl allocates that buffer for every transfer).
 //
 // Each run prints one line of key=value figures for the script:
 //   mode=raw-memory requests=20000 failed=0 bytes=81920000 wall_s=0.91 cpu_s=0.84 maxrss_kib=9000
@@ -61,6 +62,7 @@ enum class sink { count, memory, file, stream, stream_into };
 struct config {
   sink kind = sink::count;
   std::filesystem::path dir;  // --to
+  long buffer = buffer_size;  // --buffer: the raw loops' CURLOPT_BUFFERSIZE
 };
 
 // DIR/<last segment of the URL's path>.
@@ -189,7 +191,7 @@ raw_handle make_handle(const config& c, figures& f) {
   h.easy = curl_easy_init();
   curl_easy_setopt(h.easy, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(h.easy, CURLOPT_WRITEFUNCTION, &on_raw_data);
-  curl_easy_setopt(h.easy, CURLOPT_BUFFERSIZE, buffer_size);
+  curl_easy_setopt(h.easy, CURLOPT_BUFFERSIZE, c.buffer);
   return h;
 }
 
@@ -340,7 +342,7 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
 int usage() {
   std::fprintf(stderr,
                "usage: bench_download tendril|raw|raw-socket URLFILE [INFLIGHT]\n"
-               "                      [--count|--memory|--to DIR|--stream|--stream-into]\n"
+               "                      [--count|--memory|--to DIR|--stream|--stream-into] [--buffer BYTES]\n"
                "Driven by bench/download.sh, which starts nginx, makes the files and prints the comparison.\n");
   return 2;
 }
@@ -383,6 +385,8 @@ int main(int argc, char** argv) {
       c.kind = sink::stream;
     } else if (a == "--stream-into") {
       c.kind = sink::stream_into;
+    } else if (a == "--buffer" && i + 1 < argc) {
+      c.buffer = std::strtol(argv[++i], nullptr, 10);
     } else if (a == "--to" && i + 1 < argc) {
       c.kind = sink::file;
       c.dir = argv[++i];

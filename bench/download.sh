@@ -24,9 +24,10 @@
 #   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
 #   big:   tendril >= 0.95x raw throughput, resident memory bounded
 # Measured on a 2-core VM shared with other builds (best of 3, same run; see docs/http.md for what to expect):
-#   small: tendril get() 0.71x-1.36x requests/s (median 0.99x over nine runs), 0.85x-1.38x CPU per request
-#          (median 1.10x); both targets met in 4 runs of 9: the figures swing with the other load on the machine
-#   big:   tendril download() 0.93x-1.11x throughput, 0.93x-1.09x CPU, peak RSS 14 MiB;
+#   small: tendril get() 0.56x-1.04x requests/s (median 0.83x over eight runs with compiles running on both
+#          cores), 0.98x-1.75x CPU per request (median 1.26x); both targets met in 2 runs of 8 (earlier, quieter:
+#          medians 0.99x and 1.10x, 4 of 9): the figures swing with the other load on the machine
+#   big:   tendril download() 0.88x-1.26x throughput (median 1.05x), 0.83x-1.15x CPU, peak RSS 14 MiB;
 #          stream::read_into()/read() 0.5x-0.6x the counting loop's throughput, ~1.8x its CPU, peak RSS 28 MiB
 # nginx runs with a private config (one worker, keep-alive, sendfile, no access log) on a free loopback port and
 # is stopped on exit. If nginx is missing, nginx-light is installed with apt-get (as root).

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -35,6 +36,9 @@ namespace {
 constexpr long transfer_buffer_size = 256 * 1024;
 constexpr std::size_t easy_pool_limit = 256;
 constexpr std::size_t header_reserve = 12;
+// The most a collected body reserves up front from the response's Content-Length (a hint from the server, not
+// trusted beyond this); a longer body grows past it as usual.
+constexpr std::size_t body_reserve_limit = 16 * 1024 * 1024;
 
 struct curl_driver;
 
@@ -53,6 +57,30 @@ struct easy_profile {
   long connect_timeout_ms = 0;
   bool operator==(const easy_profile&) const = default;
 };
+
+// Whether `r` is plain (see easy_profile).
+bool is_plain(const transfer_request& r) noexcept {
+  return r.method == "GET" && r.headers.empty() && r.body.empty() && !r.on_progress;
+}
+
+long to_ms(const std::optional<duration>& d);
+
+// Whether a handle configured as `p` is configured as plain request `r` needs: compared field by field, without
+// building r's profile (two strings) for every request.
+bool same_profile(const easy_profile& p, const transfer_request& r) noexcept {
+  return p.follow_redirects == r.follow_redirects && p.max_redirects == r.max_redirects &&
+         p.verify_tls == r.verify_tls && p.timeout_ms == to_ms(r.timeout) &&
+         p.connect_timeout_ms == to_ms(r.connect_timeout) && p.ca_file == r.ca_file && p.proxy == r.proxy;
+}
+
+// The first n bytes of `a` equal `lower` (lower-case) up to ASCII case.
+bool same_ascii_lower(const char* a, const char* lower, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = a[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c) != lower[i]) return false;
+  }
+  return true;
+}
 
 long to_ms(const std::optional<duration>& d) {
   if (!d) return 0;
@@ -327,6 +355,7 @@ struct transfer_impl {
   body_sink* sink = nullptr;
   curl_slist* header_list = nullptr;
   std::string body;
+  std::size_t expected_body = 0;  // the final response's Content-Length, for a collected body (0: unknown)
   http::headers_map headers;
   char error_buffer[CURL_ERROR_SIZE] = {};
   CURLcode code = CURLE_OK;
@@ -334,7 +363,8 @@ struct transfer_impl {
   bool finished = false;
   bool paused = false;
   bool ever_paused = false;
-  std::optional<easy_profile> profile;  // set for a plain request (see easy_profile)
+  bool plain = false;                   // a plain request (see easy_profile)
+  std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
   time_point ended{};
@@ -352,10 +382,12 @@ struct transfer_impl {
     sink = s;
     header_list = nullptr;
     body.clear();
+    expected_body = 0;
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
     added = finished = paused = ever_paused = false;
+    plain = false;
     profile.reset();
     parked = nullptr;
   }
@@ -364,8 +396,8 @@ struct transfer_impl {
   void end() noexcept {
     curl_slist_free_all(header_list);
     header_list = nullptr;
-    if (profile && finished && !ever_paused) {
-      configured_for = std::move(profile);
+    if (plain && finished && !ever_paused) {
+      if (profile) configured_for = std::move(profile);  // else: reused as configured_for says
     } else {
       curl_easy_reset(easy);
       configured_for.reset();
@@ -398,6 +430,11 @@ struct transfer_impl {
     const std::size_t bytes = size * n;
     if (t->sink == nullptr) {
       try {
+        // A body that arrives in several pieces is collected in one allocation when the server said how long it
+        // is, instead of growing (and copying) by doubling. Reserved on the first piece, not at the header: a
+        // HEAD or 304 response has a Content-Length but no body.
+        if (t->body.empty() && t->expected_body > bytes)
+          t->body.reserve(std::min(t->expected_body, body_reserve_limit));
         t->body.append(data, bytes);
       } catch (...) {
         return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
@@ -425,6 +462,7 @@ struct transfer_impl {
     const std::size_t bytes = size * n;
     if (bytes >= 5 && std::memcmp(data, "HTTP/", 5) == 0) {
       t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
+      t->expected_body = 0;
       return bytes;
     }
     const char* end = data + bytes;
@@ -434,6 +472,11 @@ struct transfer_impl {
     const char* value = colon + 1;
     while (value != end && space(*value)) ++value;
     while (end != value && space(end[-1])) --end;
+    if (t->sink == nullptr && colon - data == 14 && same_ascii_lower(data, "content-length", 14)) {
+      std::size_t n = 0;
+      const auto [p, ec] = std::from_chars(value, end, n);
+      t->expected_body = (ec == std::errc() && p == end) ? n : 0;
+    }
     try {
       // One allocation for the entries of a typical response (a dozen headers; 768 bytes stays below the size at
       // which glibc's malloc consolidates its fast bins).
@@ -456,9 +499,8 @@ struct transfer_impl {
     }
   }
 
-  // The profile of a plain request (see easy_profile), or none.
-  static std::optional<easy_profile> plain_profile(const transfer_request& r) {
-    if (r.method != "GET" || !r.headers.empty() || !r.body.empty() || r.on_progress) return std::nullopt;
+  // The profile of a plain request (see easy_profile).
+  static easy_profile plain_profile(const transfer_request& r) {
     return easy_profile{r.follow_redirects, r.max_redirects,         r.verify_tls, r.ca_file, r.proxy,
                         to_ms(r.timeout),   to_ms(r.connect_timeout)};
   }
@@ -528,22 +570,23 @@ transfer::transfer(transfer_request request, body_sink* sink) {
   impl_.reset(d.acquire());
   transfer_impl& t = *impl_;
   t.begin(std::move(request), sink);
-  std::optional<easy_profile> want = transfer_impl::plain_profile(t.request);
+  const bool plain = is_plain(t.request);
   try {
-    if (want && t.configured_for == want) {
+    if (plain && t.configured_for && same_profile(*t.configured_for, t.request)) {
       curl_easy_setopt(t.easy, CURLOPT_URL, t.request.url.c_str());
       curl_easy_setopt(t.easy, CURLOPT_HTTPGET, 1L);
     } else {
       if (t.configured_for) curl_easy_reset(t.easy);
       t.configured_for.reset();
       t.configure();
+      if (plain) t.profile = transfer_impl::plain_profile(t.request);
     }
   } catch (...) {
     t.end();
     d.release(impl_.release());
     throw;
   }
-  t.profile = std::move(want);
+  t.plain = plain;
 }
 
 transfer::~transfer() {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -55,6 +56,40 @@ bool same_header_name(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+// Eight bytes lower-cased (ASCII letters only; bytes >= 0x80 kept) without a branch per byte: a byte's top bit in
+// `upper` says it is in 'A'..'Z', and moving that bit down to 0x20 adds the case bit. Header names arrive with
+// every response (a dozen per response), so a byte-by-byte loop was a visible part of parsing them.
+std::uint64_t lower_ascii8(std::uint64_t x) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  const std::uint64_t low7 = x & (0x7F * ones);
+  const std::uint64_t ge_a = low7 + (0x80 - 'A') * ones;          // top bit set where the byte >= 'A'
+  const std::uint64_t gt_z = low7 + (0x80 - 'Z' - 1) * ones;      // top bit set where the byte > 'Z'
+  const std::uint64_t upper = ge_a & ~gt_z & ~x & (0x80 * ones);  // ~x: not for bytes >= 0x80
+  return x | (upper >> 2);
+}
+
+// Copies n bytes from `from` to `to`, lower-cased (ASCII). A tail shorter than eight bytes is done as the last
+// eight bytes again (lower-casing twice changes nothing), not through a zero-padded word: copying a few bytes into
+// a word and reading it whole stalls on store forwarding.
+void lower_ascii_copy(const char* from, std::size_t n, char* to) noexcept {
+  auto word = [&](std::size_t at) {
+    std::uint64_t x;
+    std::memcpy(&x, from + at, 8);
+    x = lower_ascii8(x);
+    std::memcpy(to + at, &x, 8);
+  };
+  if (n < 8) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto c = static_cast<unsigned char>(from[i]);
+      to[i] = static_cast<char>(c | (static_cast<unsigned char>(c - 'A') < 26 ? 0x20 : 0));
+    }
+    return;
+  }
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) word(i);
+  if (i < n) word(n - 8);
+}
+
 }  // namespace
 
 headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
@@ -74,15 +109,26 @@ const std::string& headers_map::at(std::string_view name) const {
 }
 
 void headers_map::add(std::string_view name, std::string_view value) {
-  if (const_iterator found = find(name); found != end()) {
-    std::string& v = entries_[static_cast<std::size_t>(found - begin())].second;
-    v.reserve(v.size() + 2 + value.size());
-    v.append(", ", 2).append(value);
-    return;
+  // The name is lower-cased once, up front: the stored names are all lower-case (add() is the only way in), so the
+  // search for a repeat compares bytes, and the new entry is built from the lower-cased copy.
+  char small[64];
+  std::unique_ptr<char[]> large;
+  char* lowered = small;
+  if (name.size() > sizeof small) {
+    large = std::make_unique<char[]>(name.size());
+    lowered = large.get();
   }
-  value_type& e =
-      entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(name), std::forward_as_tuple(value));
-  for (char& c : e.first) c = lower_ascii(c);
+  lower_ascii_copy(name.data(), name.size(), lowered);
+  const std::string_view key(lowered, name.size());
+  for (value_type& e : entries_) {
+    if (e.first.size() == key.size() && std::memcmp(e.first.data(), key.data(), key.size()) == 0) {
+      std::string& v = e.second;
+      v.reserve(v.size() + 2 + value.size());
+      v.append(", ", 2).append(value);
+      return;
+    }
+  }
+  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(value));
 }
 
 namespace detail {

@@ -171,6 +171,37 @@ TEST_CASE("headers_map on its own: add() lower-cases and joins, lookups ignore c
   CHECK(h.find("content-type") == h.end());
 }
 
+TEST_CASE("headers_map::add() lower-cases ASCII letters only, at any length and position") {
+  // add() lower-cases eight bytes at a time: every length up to a few words, the letters' neighbours in ASCII
+  // ('@' 'A' 'Z' '[' '`' 'a' 'z' '{') and bytes >= 0x80 (left alone) in every position.
+  const std::string pattern = "@AZ[`az{\x80\xC1\xDA\xFF-X9_";
+  const std::string lowered = "@az[`az{\x80\xC1\xDA\xFF-x9_";
+  for (std::size_t len = 1; len <= 80; ++len) {
+    for (std::size_t shift = 0; shift < pattern.size(); ++shift) {
+      std::string name, want;
+      for (std::size_t i = 0; i < len; ++i) {
+        name += pattern[(i + shift) % pattern.size()];
+        want += lowered[(i + shift) % lowered.size()];
+      }
+      http::headers_map h;
+      h.add(name, "1");
+      h.add(want, "2");  // the same name: joined
+      REQUIRE(h.size() == 1);
+      CHECK(h.begin()->first == want);
+      CHECK(h.begin()->second == "1, 2");
+      CHECK(h.contains(name));
+    }
+  }
+  http::headers_map h;
+  h.add("ab", "1");
+  h.add("AC", "2");  // same length, different name
+  h.add("a", "3");   // a prefix is not a repeat
+  CHECK(h.size() == 3);
+  CHECK(h.at("ab") == "1");
+  CHECK(h.at("ac") == "2");
+  CHECK(h.at("A") == "3");
+}
+
 TEST_CASE("a request from another OS thread runs on that thread's own loop") {
   const std::string u = url("/bytes/100");  // the server starts on the main thread, not on `th`
   std::string body;

@@ -239,3 +239,25 @@ TEST_CASE("session::open streams the body: read(n) pieces concatenate to the bod
     CHECK(other.read_all() == expected_bytes(1000));
   }
 }
+
+TEST_CASE("a body with a Content-Length is collected in one allocation of that size") {
+  // /slow/N sends N bytes (Content-Length: N) in 16 KiB pieces with pauses, so libcurl hands them over in several
+  // writes: the body is reserved once from the Content-Length instead of growing by doubling.
+  const std::size_t n = 200000;
+  auto r = http::get(url("/slow/" + std::to_string(n) + "?chunk=16384&interval=0.002"));
+  REQUIRE(r.status == 200);
+  CHECK(r.body == expected_bytes(n));
+  CHECK(r.body.capacity() == n);
+  SUBCASE("a HEAD response has a Content-Length but no body: nothing is reserved") {
+    auto h = http::request("HEAD", url("/bytes/" + std::to_string(n)));
+    CHECK(h.status == 200);
+    CHECK(h.headers.at("content-length") == std::to_string(n));
+    CHECK(h.body.empty());
+    CHECK(h.body.capacity() < 1000);
+  }
+  SUBCASE("after a redirect, the body is the final response's") {
+    auto d = http::get(url("/redirect/2"));
+    CHECK(d.body == "redirect done");
+    CHECK(d.body.capacity() < 1000);
+  }
+}

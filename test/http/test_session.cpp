@@ -188,6 +188,12 @@ TEST_CASE("requests on reused connections and handles carry no options over from
     CHECK(s.get(url("/redirect/1"), no_follow).status == 302);
     CHECK(s.get(url("/redirect/1")).status == 200);  // follows again
 
+    http::options one_redirect;  // a plain GET with options of its own: a handle configured for it is reused as is
+    one_redirect.max_redirects = 1;
+    CHECK_THROWS_AS(s.get(url("/redirect/3"), one_redirect), http::error);
+    CHECK_THROWS_AS(s.get(url("/redirect/3"), one_redirect), http::error);
+    CHECK(s.get(url("/redirect/3")).status == 200);  // the default limit again
+
     http::options with_header;
     with_header.headers = {{"X-Once", "1"}};
     CHECK(contains(s.get(url("/headers"), with_header).body, "x-once"));
