@@ -504,19 +504,6 @@ void free_stack(stack_block block) noexcept {
   free_stack_slow(block);
 }
 
-}  // namespace detail
-
-stack_pool_stats stack_pool_statistics() noexcept {
-  detail::thread_pool_state* st = detail::pool();
-  if (st == nullptr) return stack_pool_stats{};
-  st->flush_releasing();  // stacks waiting to be unmapped in a batch count as unmapped
-  return st->stats;
-}
-
-}  // namespace tendril
-
-namespace tendril::detail {
-
 void register_thread_stack_with_valgrind() noexcept {
   if (RUNNING_ON_VALGRIND == 0) return;
   if (::getpid() == static_cast<pid_t>(::syscall(SYS_gettid))) return;
@@ -540,4 +527,13 @@ void register_thread_stack_with_valgrind() noexcept {
   (void)r;
 }
 
-}  // namespace tendril::detail
+}  // namespace detail
+
+stack_pool_stats stack_pool_statistics() noexcept {
+  detail::thread_pool_state* st = detail::pool();
+  if (st == nullptr) return stack_pool_stats{};
+  st->flush_releasing();  // stacks waiting to be unmapped in a batch count as unmapped
+  return st->stats;
+}
+
+}  // namespace tendril

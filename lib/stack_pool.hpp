@@ -43,10 +43,6 @@ inline void label_stack(stack_label& label, const stack_block& block) noexcept {
   label.guard_low = label.guard_high - stack_guard_size;
 }
 
-}  // namespace tendril::detail
-
-namespace tendril::detail {
-
 // Under valgrind, registers the calling thread's own stack (not the main thread's, which is far from every other
 // mapping) until the thread exits, so that memcheck takes switches between it and the registered task and
 // dispatcher stacks for stack switches, not for pushes and pops that mark the memory in between. Call it before
