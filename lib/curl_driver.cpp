@@ -27,6 +27,7 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "ascii.hpp"
 #include "exec_context.hpp"
 #include "reactor.hpp"
 
@@ -71,15 +72,6 @@ bool same_profile(const easy_profile& p, const transfer_request& r) noexcept {
   return p.follow_redirects == r.follow_redirects && p.max_redirects == r.max_redirects &&
          p.verify_tls == r.verify_tls && p.timeout_ms == to_ms(r.timeout) &&
          p.connect_timeout_ms == to_ms(r.connect_timeout) && p.ca_file == r.ca_file && p.proxy == r.proxy;
-}
-
-// The first n bytes of `a` equal `lower` (lower-case) up to ASCII case.
-bool same_ascii_lower(const char* a, const char* lower, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-    const char c = a[i];
-    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c | 0x20) : c) != lower[i]) return false;
-  }
-  return true;
 }
 
 long to_ms(const std::optional<duration>& d) {
@@ -472,7 +464,8 @@ struct transfer_impl {
     const char* value = colon + 1;
     while (value != end && space(*value)) ++value;
     while (end != value && space(end[-1])) --end;
-    if (t->sink == nullptr && colon - data == 14 && same_ascii_lower(data, "content-length", 14)) {
+    if (t->sink == nullptr &&
+        same_ignoring_ascii_case(std::string_view(data, static_cast<std::size_t>(colon - data)), "content-length")) {
       std::size_t n = 0;
       const auto [p, ec] = std::from_chars(value, end, n);
       t->expected_body = (ec == std::errc() && p == end) ? n : 0;

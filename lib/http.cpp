@@ -16,6 +16,7 @@
 #include <system_error>
 #include <tuple>
 
+#include "ascii.hpp"
 #include "curl_driver.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/sync.hpp"
@@ -44,17 +45,8 @@ std::string response::header(std::string_view name) const {
 
 namespace {
 
-// ASCII only: header names are tokens, and a locale must not change how they compare.
-char lower_ascii(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c; }
-
-// Header names equal up to (ASCII) case: the one comparison of names, for headers_map and request headers alike.
-bool same_header_name(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
-  }
-  return true;
-}
+using tendril::detail::lower_ascii;
+using tendril::detail::same_ignoring_ascii_case;
 
 // Eight bytes lower-cased (ASCII letters only; bytes >= 0x80 kept) without a branch per byte: a byte's top bit in
 // `upper` says it is in 'A'..'Z', and moving that bit down to 0x20 adds the case bit. Header names arrive with
@@ -79,10 +71,7 @@ void lower_ascii_copy(const char* from, std::size_t n, char* to) noexcept {
     std::memcpy(to + at, &x, 8);
   };
   if (n < 8) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto c = static_cast<unsigned char>(from[i]);
-      to[i] = static_cast<char>(c | (static_cast<unsigned char>(c - 'A') < 26 ? 0x20 : 0));
-    }
+    for (std::size_t i = 0; i < n; ++i) to[i] = lower_ascii(from[i]);
     return;
   }
   std::size_t i = 0;
@@ -99,7 +88,7 @@ headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::
 
 headers_map::const_iterator headers_map::find(std::string_view name) const noexcept {
   // A response has a dozen headers or so: a linear scan (mostly length compares) beats any index.
-  return std::find_if(begin(), end(), [&](const value_type& e) { return same_header_name(e.first, name); });
+  return std::find_if(begin(), end(), [&](const value_type& e) { return same_ignoring_ascii_case(e.first, name); });
 }
 
 const std::string& headers_map::at(std::string_view name) const {
@@ -109,26 +98,19 @@ const std::string& headers_map::at(std::string_view name) const {
 }
 
 void headers_map::add(std::string_view name, std::string_view value) {
-  // The name is lower-cased once, up front: the stored names are all lower-case (add() is the only way in), so the
-  // search for a repeat compares bytes, and the new entry is built from the lower-cased copy.
-  char small[64];
-  std::unique_ptr<char[]> large;
-  char* lowered = small;
-  if (name.size() > sizeof small) {
-    large = std::make_unique<char[]>(name.size());
-    lowered = large.get();
-  }
-  lower_ascii_copy(name.data(), name.size(), lowered);
-  const std::string_view key(lowered, name.size());
+  // The name is lower-cased once, up front, into the string the new entry keeps: the stored names are all
+  // lower-case (add() is the only way in), so the search for a repeat compares bytes.
+  std::string key(name.size(), '\0');
+  lower_ascii_copy(name.data(), name.size(), key.data());
   for (value_type& e : entries_) {
-    if (e.first.size() == key.size() && std::memcmp(e.first.data(), key.data(), key.size()) == 0) {
+    if (e.first == key) {
       std::string& v = e.second;
       v.reserve(v.size() + 2 + value.size());
       v.append(", ", 2).append(value);
       return;
     }
   }
-  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(key), std::forward_as_tuple(value));
+  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)), std::forward_as_tuple(value));
 }
 
 namespace detail {
@@ -165,7 +147,7 @@ void add_headers(std::vector<std::pair<std::string, std::string>>& to,
   if (more.empty()) return;
   std::erase_if(to, [&](const auto& h) {
     for (const auto& m : more) {
-      if (same_header_name(h.first, m.first)) return true;
+      if (same_ignoring_ascii_case(h.first, m.first)) return true;
     }
     return false;
   });

@@ -1,0 +1,20 @@
+// lib/ascii.hpp — ASCII case for HTTP header names (tokens), which a locale must not change.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace tendril::detail {
+
+inline char lower_ascii(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c | 0x20) : c; }
+
+// Equal up to ASCII case: the one comparison of header names (headers_map, request headers, the driver's).
+inline bool same_ignoring_ascii_case(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace tendril::detail
