@@ -11,14 +11,7 @@
 #include <utility>
 
 #include "stack_pool.hpp"
-
-#if defined(TENDRIL_HAVE_VALGRIND)
-#include <valgrind/valgrind.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#define VALGRIND_STACK_REGISTER(lo, hi) ((void)(lo), (void)(hi), 0U)
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
-#endif
+#include "valgrind_requests.hpp"
 
 namespace tendril::detail {
 namespace {

@@ -13,14 +13,7 @@
 #include "greenlet_domain.hpp"
 #include "stack_pool.hpp"
 #include "switch_layout.h"
-
-#if defined(TENDRIL_HAVE_VALGRIND)
-#include <valgrind/memcheck.h>
-#else
-#define RUNNING_ON_VALGRIND 0
-#define VALGRIND_MAKE_MEM_NOACCESS(addr, len) ((void)(addr), (void)(len))
-#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
-#endif
+#include "valgrind_requests.hpp"
 
 // On x86-64 ELF, greenlet::switch_value() is the assembly entry in lib/switch_x86_64.S (why: see there), over
 // tendril_switch_begin() and tendril_switch_end() below. Elsewhere it is plain C++.

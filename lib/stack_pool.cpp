@@ -20,16 +20,7 @@
 #include <vector>
 
 #include "tendril/stack.hpp"
-
-#if defined(TENDRIL_HAVE_VALGRIND)
-#include <valgrind/memcheck.h>
-#include <valgrind/valgrind.h>
-#else
-#define VALGRIND_MAKE_MEM_UNDEFINED(addr, len) ((void)(addr), (void)(len))
-#define RUNNING_ON_VALGRIND 0
-#define VALGRIND_STACK_REGISTER(lo, hi) 0U
-#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
-#endif
+#include "valgrind_requests.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
