@@ -43,6 +43,11 @@ constexpr std::size_t body_reserve_limit = 16 * 1024 * 1024;
 
 struct curl_driver;
 
+long to_ms(const std::optional<duration>& d) {
+  if (!d) return 0;
+  return static_cast<long>(std::max<long long>(std::chrono::ceil<std::chrono::milliseconds>(*d).count(), 1));
+}
+
 // How a pooled transfer's easy handle was last configured, when that request was "plain": a GET with no extra
 // headers, no body, no progress callback, never paused, run to completion. A plain request that finds a handle
 // with the same profile reuses it as configured (only the URL is set again: the other per-transfer pointers point
@@ -56,27 +61,24 @@ struct easy_profile {
   std::string proxy;
   long timeout_ms = 0;  // 0: none
   long connect_timeout_ms = 0;
-  bool operator==(const easy_profile&) const = default;
+
+  // The profile of plain request `r`.
+  static easy_profile of(const transfer_request& r) {
+    return easy_profile{r.follow_redirects, r.max_redirects,         r.verify_tls, r.ca_file, r.proxy,
+                        to_ms(r.timeout),   to_ms(r.connect_timeout)};
+  }
+  // Whether this is the profile of plain request `r`: of(r) == *this, without building of(r) (two strings) for
+  // every request. Keep the two field lists in step.
+  bool matches(const transfer_request& r) const noexcept {
+    return follow_redirects == r.follow_redirects && max_redirects == r.max_redirects && verify_tls == r.verify_tls &&
+           timeout_ms == to_ms(r.timeout) && connect_timeout_ms == to_ms(r.connect_timeout) && ca_file == r.ca_file &&
+           proxy == r.proxy;
+  }
 };
 
 // Whether `r` is plain (see easy_profile).
 bool is_plain(const transfer_request& r) noexcept {
   return r.method == "GET" && r.headers.empty() && r.body.empty() && !r.on_progress;
-}
-
-long to_ms(const std::optional<duration>& d);
-
-// Whether a handle configured as `p` is configured as plain request `r` needs: compared field by field, without
-// building r's profile (two strings) for every request.
-bool same_profile(const easy_profile& p, const transfer_request& r) noexcept {
-  return p.follow_redirects == r.follow_redirects && p.max_redirects == r.max_redirects &&
-         p.verify_tls == r.verify_tls && p.timeout_ms == to_ms(r.timeout) &&
-         p.connect_timeout_ms == to_ms(r.connect_timeout) && p.ca_file == r.ca_file && p.proxy == r.proxy;
-}
-
-long to_ms(const std::optional<duration>& d) {
-  if (!d) return 0;
-  return static_cast<long>(std::max<long long>(std::chrono::ceil<std::chrono::milliseconds>(*d).count(), 1));
 }
 
 // One per fd number the driver has seen, kept for the driver's lifetime (fd numbers are small and reused).
@@ -492,12 +494,6 @@ struct transfer_impl {
     }
   }
 
-  // The profile of a plain request (see easy_profile).
-  static easy_profile plain_profile(const transfer_request& r) {
-    return easy_profile{r.follow_redirects, r.max_redirects,         r.verify_tls, r.ca_file, r.proxy,
-                        to_ms(r.timeout),   to_ms(r.connect_timeout)};
-  }
-
   // What changes from one transfer to the next on the same handle.
   void configure_transfer() {
     CURL* e = easy;
@@ -565,14 +561,14 @@ transfer::transfer(transfer_request request, body_sink* sink) {
   t.begin(std::move(request), sink);
   const bool plain = is_plain(t.request);
   try {
-    if (plain && t.configured_for && same_profile(*t.configured_for, t.request)) {
+    if (plain && t.configured_for && t.configured_for->matches(t.request)) {
       curl_easy_setopt(t.easy, CURLOPT_URL, t.request.url.c_str());
       curl_easy_setopt(t.easy, CURLOPT_HTTPGET, 1L);
     } else {
       if (t.configured_for) curl_easy_reset(t.easy);
       t.configured_for.reset();
       t.configure();
-      if (plain) t.profile = transfer_impl::plain_profile(t.request);
+      if (plain) t.profile = easy_profile::of(t.request);
     }
   } catch (...) {
     t.end();
