@@ -68,7 +68,6 @@ class continuation {
     c.fctx_ = raw;
     return c;
   }
-  void adopt_into_empty(void* raw) noexcept { fctx_ = raw; }  // this continuation must be empty
 
   // Forgets the suspended context without unwinding it: its stack is leaked. For contexts that can never run
   // again (a greenlet that refused to die, or whose thread is gone).

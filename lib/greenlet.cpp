@@ -51,7 +51,7 @@ struct greenlet_domain {
   bool killing_deferred = false;
   std::mutex deferred_mutex;
   std::vector<greenlet_impl*> deferred;  // dropped on another thread: kill here
-  std::exception_ptr outbox;             // an exception in flight from switch_begin_slow() to its receiver
+  std::exception_ptr outbox;             // an exception in flight from tendril_switch_begin() to its receiver
   long owner_refs = 0;                   // see above; folded into `refs` when the domain ends
 };
 
@@ -536,11 +536,20 @@ struct switch_plan {
   greenlet_impl* self;
 };
 
-namespace {
+// The assembly entry passes the greenlet object itself as `handle`: its impl pointer must be all it holds.
+static_assert(std::is_standard_layout_v<greenlet> && sizeof(greenlet) == sizeof(void*),
+              "lib/switch_x86_64.S reads a greenlet handle as its one greenlet_impl* member");
 
-// The rare cases of switch_value(): an unstarted, dead or run-less target, or a switch to oneself.
-[[gnu::noinline]] switch_plan switch_begin_slow(value* out, greenlet_domain* d, greenlet_impl* self,
-                                                greenlet_impl* target, value* v) {
+// Called by the assembly entry before the jump when its fast path does not apply (an unstarted, dead or run-less
+// target, a switch to oneself, an error, greenlets queued to be killed, a thread's first switch): checks, leaves
+// the receiver its message, makes the target current. `handle` is the greenlet object (its only member is the
+// impl pointer), `v` the caller's value, alive until the switch returns.
+extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* handle, value* v) {
+  greenlet_impl* target = *handle;
+  if (target == nullptr) throw greenlet_error("switch_() on a moved-from greenlet handle");
+  greenlet_domain* d = current_domain();
+  if (target->domain != d) throw greenlet_error("cannot switch to a greenlet of another thread or task");
+  greenlet_impl* self = d->current;
   std::exception_ptr e;
   if (target->dead || (!target->started && !target->run)) target = resolve(target, *v, e);
   if (target == self) {
@@ -551,65 +560,21 @@ namespace {
   // An exception from resolve() must outlive this frame: the receiver takes it from the domain's outbox (which
   // it leaves empty).
   continuation next = prepare_landing(d, self, target, *v, d->outbox, trace_event::switch_);
-  if (e) d->outbox = std::move(e);
-  self->eh = thread_exception_state();
-  return {std::move(next).release(), self};
-}
-
-// The rest of receive() for tendril_switch_end(), whose value is built at `out` already: an exception thrown in,
-// a tracer, an orphaned sender.
-[[gnu::noinline]] void switch_end_slow(value* out, greenlet_impl* self) {
-  const switch_message m = tendril_tl_message;
-  std::exception_ptr e;
-  if (m.e != nullptr && *m.e) e = std::move(*m.e);
-  if (tendril_tl_has_tracer) {
-    call_tracer(self, m, e);
-  } else if (m.from->orphaned) {
-    settle_orphan(m.from);
-  }
   if (e) {
-    out->~value();
-    std::rethrow_exception(std::move(e));
+    d->outbox = std::move(e);
+  } else {
+    tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
   }
-}
-
-}  // namespace
-
-// The assembly entry passes the greenlet object itself as `handle`: its impl pointer must be all it holds.
-static_assert(std::is_standard_layout_v<greenlet> && sizeof(greenlet) == sizeof(void*),
-              "lib/switch_x86_64.S reads a greenlet handle as its one greenlet_impl* member");
-
-// Called by the assembly entry before the jump: checks, leaves the receiver its message, makes the target current.
-// `handle` is the greenlet object (its only member is the impl pointer), `v` the caller's value, alive until the
-// switch returns.
-extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* handle, value* v) {
-  greenlet_impl* target = *handle;
-  if (target == nullptr) [[unlikely]]
-    throw greenlet_error("switch_() on a moved-from greenlet handle");
-  greenlet_domain* d = current_domain();
-  if (target->domain != d) [[unlikely]]
-    throw greenlet_error("cannot switch to a greenlet of another thread or task");
-  greenlet_impl* self = d->current;
-  if (target->dead || !target->started || target == self) [[unlikely]]
-    return switch_begin_slow(out, d, self, target, v);
-  continuation next = std::move(target->ctx);
-  tendril_tl_message = switch_message{self, v, nullptr, trace_event::switch_};
-  d->current = target;
-  set_current_stack_label(target->running_label);
   self->eh = thread_exception_state();
   return {std::move(next).release(), self};
 }
 
-// Called by the assembly entry after landing back in `self`: `back` is the context we came from (null if it
-// finished). Builds the received value at `out`, or throws what was thrown into `self`.
+// Called by the assembly entry after landing back in `self` when its fast path does not apply (an exception
+// thrown in, a tracer, an orphaned sender): `back` is the context we came from (null if it finished). Builds the
+// received value at `out`, or throws what was thrown into `self`.
 extern "C" void tendril_switch_end(value* out, greenlet_impl* self, void* back) {
   thread_exception_state() = self->eh;
-  const switch_message& m = tendril_tl_message;
-  if (back != nullptr) [[likely]]
-    m.from->ctx.adopt_into_empty(back);  // the sender was running, so its ctx is empty
-  ::new (static_cast<void*>(out)) value(std::move(*m.v));
-  if (m.e != nullptr || tendril_tl_has_tracer || m.from->orphaned) [[unlikely]]
-    switch_end_slow(out, self);
+  ::new (static_cast<void*>(out)) value(receive(self, continuation::adopt(back)));
 }
 
 namespace {

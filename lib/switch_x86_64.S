@@ -15,8 +15,9 @@
 // This file now does the common switch itself (a started, live greenlet of the current thread or task, with a
 // plain value, no exception, no tracer): the checks, the message to the receiver, the jump and the landing, in
 // about 110 instructions per switch. Every other case calls the C++ functions tendril_switch_begin() and
-// tendril_switch_end() in lib/greenlet.cpp, which are the whole and authoritative logic; the fast paths here
-// make exactly the checks and changes of theirs, in their order, and bail out before changing anything. The
+// tendril_switch_end() in lib/greenlet.cpp, which handle every case (they are prepare_landing() and receive(),
+// the logic of the C++ switch); the fast paths here make the checks and changes those make for the common case,
+// and bail out to them before changing anything. The
 // fields they read are at the offsets in lib/switch_layout.h, which lib/greenlet.cpp static_asserts.
 //
 // The jump itself is jump_fcontext's, inline, with one difference: the floating-point control state (MXCSR's
@@ -60,7 +61,7 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     .cfi_def_cfa_offset 0x20
     movq    %rdi, (%rsp)
 
-    // The fast path of tendril_switch_begin(), for a started, live target of the current domain other than the
+    // The common case of tendril_switch_begin(), for a started, live target of the current domain other than the
     // running greenlet, with no greenlets queued to be killed: every check comes before any change, and any
     // other case goes to the C++ function, which checks everything again.
     movq    (%rsi), %r9                 // the target greenlet_impl*
@@ -163,7 +164,7 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     // registers are the caller's again, %rax = the context we came from (null if it finished).
     .p2align 4
 .Lresumed:
-    // The fast path of tendril_switch_end(): no exception thrown in, no tracer, a sender that is not orphaned.
+    // The common case of tendril_switch_end(): no exception thrown in, no tracer, a sender that is not orphaned.
     movq    8(%rsp), %r11               // self
     movq    tendril_tl_message@gottpoff(%rip), %rcx
     cmpq    $0, %fs:TENDRIL_MESSAGE_ERROR(%rcx)
