@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -267,23 +268,53 @@ figures run_raw_poll(const std::vector<std::string>& urls, std::size_t inflight,
 
 // ---- raw libcurl with multi_socket_action and epoll: what tendril's driver does, without a scheduler ------------
 
+// As a careful hand-written loop does (and tendril's driver): a connection's epoll registration is kept while it
+// idles in libcurl's cache between two transfers (libcurl reports CURL_POLL_REMOVE after every transfer and asks
+// again for the next), and dropped when libcurl closes the socket or an idle one turns readable (the server closed
+// it). Reusing a kept-alive connection then costs no epoll_ctl.
 struct socket_loop {
   int ep = -1;
   bool has_deadline = false;
   std::chrono::steady_clock::time_point deadline{};
+  struct fd_state {
+    std::uint32_t wanted = 0;      // what libcurl watches now; 0 after CURL_POLL_REMOVE
+    std::uint32_t registered = 0;  // the epoll registration's events; 0: none
+  };
+  std::vector<fd_state> fds;  // by fd number
 
+  fd_state& state(curl_socket_t s) {
+    if (static_cast<std::size_t>(s) >= fds.size()) fds.resize(static_cast<std::size_t>(s) + 64);
+    return fds[static_cast<std::size_t>(s)];
+  }
+  void unregister(curl_socket_t s) {
+    fd_state& st = state(s);
+    if (st.registered != 0) epoll_ctl(ep, EPOLL_CTL_DEL, s, nullptr);
+    st.registered = 0;
+  }
   static int on_socket(CURL*, curl_socket_t s, int what, void* userp, void*) {
     auto* self = static_cast<socket_loop*>(userp);
+    fd_state& st = self->state(s);
     if (what == CURL_POLL_REMOVE) {
-      epoll_ctl(self->ep, EPOLL_CTL_DEL, s, nullptr);
+      st.wanted = 0;  // registration kept: see above
       return 0;
     }
+    std::uint32_t events = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) events |= EPOLLIN;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) events |= EPOLLOUT;
+    st.wanted = events;
+    if (st.registered == events) return 0;
     epoll_event ev{};
     ev.data.fd = s;
-    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
-    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
-    if (epoll_ctl(self->ep, EPOLL_CTL_MOD, s, &ev) != 0) epoll_ctl(self->ep, EPOLL_CTL_ADD, s, &ev);
+    ev.events = events;
+    if (epoll_ctl(self->ep, st.registered != 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0) {
+      epoll_ctl(self->ep, st.registered != 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev);
+    }
+    st.registered = events;
     return 0;
+  }
+  static int on_close(void* userp, curl_socket_t s) {
+    static_cast<socket_loop*>(userp)->unregister(s);
+    return ::close(s);
   }
   static int on_timer(CURLM*, long ms, void* userp) {
     auto* self = static_cast<socket_loop*>(userp);
@@ -313,6 +344,8 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
   feeder feed{multi, urls, 0, 0, f};
   for (std::size_t i = 0; i < std::min(inflight, urls.size()); ++i) {
     handles.push_back(make_handle(c, f));
+    curl_easy_setopt(handles.back().easy, CURLOPT_CLOSESOCKETFUNCTION, &socket_loop::on_close);
+    curl_easy_setopt(handles.back().easy, CURLOPT_CLOSESOCKETDATA, &loop);
     feed.start(handles.back());
   }
   int running = 0;
@@ -321,6 +354,10 @@ figures run_raw_socket(const std::vector<std::string>& urls, std::size_t infligh
     const int n = epoll_wait(loop.ep, events.data(), static_cast<int>(events.size()), loop.wait_ms());
     for (int i = 0; i < n; ++i) {
       const epoll_event& ev = events[static_cast<std::size_t>(i)];
+      if (loop.state(ev.data.fd).wanted == 0) {  // an idle connection kept registered: the server closed it
+        loop.unregister(ev.data.fd);
+        continue;
+      }
       int mask = 0;
       if ((ev.events & EPOLLIN) != 0) mask |= CURL_CSELECT_IN;
       if ((ev.events & EPOLLOUT) != 0) mask |= CURL_CSELECT_OUT;
