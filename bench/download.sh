@@ -231,17 +231,17 @@ figures() {  # mode -> "requests bytes wall cpu maxrss failed"
 }
 
 report_header() {
-  printf '%-34s %12s %12s %12s %10s %10s %8s\n' "" "$1" "vs raw" "CPU/req us" "vs raw" "maxRSS MiB" "failed"
+  printf '%-34s %12s %8s %10s %8s %10s %8s %8s\n' "" "$1" "vs raw" "CPU/req us" "vs raw" "maxRSS MiB" "failed" "paired"
 }
 # name figures raw_figures unit(rps|mbps)
-report() {
+report() {  # label figures raw_figures unit(rps|mbps) paired(rate ratio) paired(cpu ratio)
   local name=$1 fig=$2 raw=$3 unit=$4
-  awk -v name="$name" -v f="$fig" -v r="$raw" -v unit="$unit" 'BEGIN {
+  awk -v name="$name" -v f="$fig" -v r="$raw" -v unit="$unit" -v pr="$5" -v pc="$6" 'BEGIN {
     split(f, a, " "); split(r, b, " ");
     if (unit == "rps") { v = a[1] / a[3]; rv = b[1] / b[3] } else { v = a[2] / a[3] / 1e6; rv = b[2] / b[3] / 1e6 }
     cpu = a[4] / a[1] * 1e6; rcpu = b[4] / b[1] * 1e6;
     cpur = (cpu > 0 && rcpu > 0) ? sprintf("%.2fx", cpu / rcpu) : "-";
-    printf "%-34s %12.0f %11.2fx %12.1f %10s %10.1f %8d\n", name, v, v / rv, cpu, cpur, a[5] / 1024, a[6] }'
+    printf "%-34s %12.0f %7.2fx %10.1f %8s %10.1f %8d   %.2fx %.2fx\n", name, v, v / rv, cpu, cpur, a[5] / 1024, a[6], pr, pc }'
 }
 verdict() {  # label value op target
   awk -v l="$1" -v v="$2" -v op="$3" -v t="$4" 'BEGIN {
@@ -293,7 +293,8 @@ run_scenario() {  # title urls total_bytes unit(rps|mbps) contenders
   while IFS='|' read -r key label base cmd; do
     [[ -n "$key" ]] || continue
     if [[ -z "${REQ[$key]:-}" ]]; then printf '%-34s (not installed: skipped)\n' "$label"; continue; fi
-    report "$label" "$(figures "$key")" "$(figures "$base")" "$unit"
+    report "$label" "$(figures "$key")" "$(figures "$base")" "$unit" "$(paired_median "$key" "$base" rate)" \
+      "$(paired_median "$key" "$base" cpu)"
   done <<<"$contenders"
 }
 
@@ -331,5 +332,6 @@ fi
 echo
 echo "CPU/req: user+sys per request (getrusage in-process; /usr/bin/time for curl). vs raw: ratio to the raw"
 echo "curl_multi_poll loop doing the same work in this run (bodies kept in memory / written to files), unless"
-echo "marked *. Table: best of $REPEAT rounds for each of wall time and CPU time; targets: median of the paired"
-echo "per-round ratios. $([[ ${#CLIENT_CPU[@]} -gt 0 ]] && echo "nginx pinned to CPU 0, clients to CPU 1." || echo "Unpinned.")"
+echo "marked *. Table: best of $REPEAT rounds for each of wall time and CPU time; \"paired\": the medians over the"
+echo "rounds of the rate and CPU ratios to the baseline in the same round (aiohttp: one round), which the targets use."
+echo "$([[ ${#CLIENT_CPU[@]} -gt 0 ]] && echo "nginx pinned to CPU 0, clients to CPU 1." || echo "Unpinned.")"
