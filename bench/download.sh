@@ -19,19 +19,19 @@
 #       tendril session::download() against the raw loop writing from its write callback.
 #       Also shown, against a raw loop that only counts the bytes libcurl hands it (nothing kept, no copy):
 #       tendril stream::read_into() and stream::read(), which copy every byte out to the reader.
-# For reference each scenario also shows the raw loop with the other sink, a raw multi_socket/epoll loop,
+# For reference each scenario also shows the raw loop with the other sink, a raw multi_socket/epoll loop (which
+# keeps idle connections registered, as tendril does),
 # curl --parallel (small bodies to /dev/null, big ones to files) and aiohttp (bytes counted).
 # Figures: requests/s (small) or MB/s (big), CPU time per request (getrusage user+sys in-process; /usr/bin/time
 # for curl), peak RSS. Ratios are against the scenario's raw curl_multi_poll loop (rows marked * against the
 # counting one). Targets (printed, never asserted):
 #   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
 #   big:   tendril >= 0.95x raw throughput, resident memory bounded
-# Measured on a 2-core VM shared with other builds (best of 3, same run; see docs/http.md for what to expect):
-#   small: tendril get() 0.56x-1.04x requests/s (median 0.83x over eight runs with compiles running on both
-#          cores), 0.98x-1.75x CPU per request (median 1.26x); both targets met in 2 runs of 8 (earlier, quieter:
-#          medians 0.99x and 1.10x, 4 of 9): the figures swing with the other load on the machine
-#   big:   tendril download() 0.88x-1.26x throughput (median 1.05x), 0.83x-1.15x CPU, peak RSS 14 MiB;
-#          stream::read_into()/read() 0.5x-0.6x the counting loop's throughput, ~1.8x its CPU, peak RSS 28 MiB
+# Measured on this 2-core VM (pinned, targets on the median of 7 paired rounds; see docs/http.md for more):
+#   small: tendril get() 0.820x-0.848x requests/s and 1.15x-1.22x CPU per request over six runs: the requests/s
+#          target missed in all, the CPU target met in four. (Best-of-3 unpinned, earlier: 0.56x-1.36x.)
+#   big:   tendril download() 0.978x, 1.004x, 0.980x throughput, peak RSS 14 MiB;
+#          stream::read_into()/read() 0.4x-0.6x the counting loop's throughput, 1.8x-2.5x its CPU, peak RSS 28 MiB
 # nginx runs with a private config (one worker, keep-alive, sendfile, no access log) on a free loopback port and
 # is stopped on exit. If nginx is missing, nginx-light is installed with apt-get (as root).
 set -euo pipefail
