@@ -118,7 +118,7 @@ struct impl_cache_guard {
     while (void* p = tl_impl_cache) {
       tl_impl_cache = *static_cast<void**>(p);
       if (on_valgrind) VALGRIND_MAKE_MEM_UNDEFINED(p, sizeof(greenlet_impl));
-      ::operator delete(p, sizeof(greenlet_impl));
+      ::operator delete(p);  // unsized: clang (and so clang-tidy) declares no sized one by default
     }
     tl_impl_cached = 0;
   }
@@ -134,7 +134,7 @@ struct impl_cache_guard {
     greenlet_impl::operator delete(p, sizeof(greenlet_impl));
     return;
   }
-  ::operator delete(p, sizeof(greenlet_impl));
+  ::operator delete(p);
 }
 }  // namespace
 
