@@ -187,14 +187,21 @@ struct switch_message {
 }  // namespace detail
 }  // namespace tendril
 
-// The per-thread state the assembly switch reads too, hence C names (hidden: -fvisibility=hidden).
+namespace tendril::detail {
+// The per-thread state of the switch, in one block so that the assembly reaches all of it from one TLS offset.
+struct switch_tls {
+  switch_message message;
+  // The C++ runtime's exception record of this thread: its address is fixed for the thread's lifetime, so it is
+  // looked up once (each abi::__cxa_get_globals() call is a PLT call plus a __tls_get_addr inside libstdc++).
+  // Set when the thread's first domain is made (new_domain()), so it is never null where a switch can run.
+  exception_state* eh;
+  bool has_tracer;  // tl_tracer is set (checked on every switch)
+};
+}  // namespace tendril::detail
+
+// The assembly switch reads it too, hence a C name (hidden: -fvisibility=hidden).
 extern "C" {
-__thread tendril::detail::switch_message tendril_tl_message TENDRIL_FAST_TLS = {};
-// tl_tracer is set (checked on every switch).
-__thread bool tendril_tl_has_tracer TENDRIL_FAST_TLS = false;
-// The C++ runtime's exception record of this thread: its address is fixed for the thread's lifetime, so it is
-// looked up once (each abi::__cxa_get_globals() call is a PLT call plus a __tls_get_addr inside libstdc++).
-__thread tendril::detail::exception_state* tendril_tl_exception_state TENDRIL_FAST_TLS = nullptr;
+__thread tendril::detail::switch_tls tendril_tl_switch TENDRIL_FAST_TLS = {};
 }
 
 namespace tendril {
@@ -202,8 +209,8 @@ namespace detail {
 namespace {
 
 exception_state& thread_exception_state() noexcept {
-  exception_state* e = tendril_tl_exception_state;
-  if (e == nullptr) tendril_tl_exception_state = e = &current_exception_state();
+  exception_state* e = tendril_tl_switch.eh;
+  if (e == nullptr) tendril_tl_switch.eh = e = &current_exception_state();
   return *e;
 }
 
@@ -298,6 +305,7 @@ struct thread_domain_guard {
 };
 
 greenlet_domain* new_domain() {
+  (void)thread_exception_state();  // from now on tendril_tl_switch.eh is set (the assembly relies on it)
   auto* d = new greenlet_domain;
   auto* m = new greenlet_impl;  // its one reference is domain->main (domain->current is never counted)
   m->domain = d;
@@ -398,7 +406,7 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
   } else {
     next = std::move(target->ctx);
   }
-  tendril_tl_message = switch_message{self, &v, &e, event};
+  tendril_tl_switch.message = switch_message{self, &v, &e, event};
   d->current = target;
   set_current_stack_label(target->running_label);
   return next;
@@ -414,7 +422,7 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
     t(m.event, origin, greenlet(self));
   } catch (...) {
     tl_tracer = nullptr;
-    tendril_tl_has_tracer = false;
+    tendril_tl_switch.has_tracer = false;
     e = std::current_exception();
   }
 }
@@ -422,13 +430,13 @@ TENDRIL_HOT continuation prepare_landing(greenlet_domain* d, greenlet_impl* self
 // Runs on the landing side of every switch: stores the context we came from, takes what was delivered, calls
 // the tracer, settles an orphaned sender, and returns the value or raises the exception.
 TENDRIL_HOT value receive(greenlet_impl* self, continuation&& back) {
-  const switch_message m = tendril_tl_message;
+  const switch_message m = tendril_tl_switch.message;
   if (back) m.from->ctx = std::move(back);  // empty when the sender finished
   value v(std::move(*m.v));
   std::exception_ptr e;
   if (m.e != nullptr && *m.e) [[unlikely]]
     e = std::move(*m.e);
-  if (tendril_tl_has_tracer) [[unlikely]] {
+  if (tendril_tl_switch.has_tracer) [[unlikely]] {
     call_tracer(self, m, e);
   } else if (m.from->orphaned) [[unlikely]] {
     settle_orphan(m.from);
@@ -473,7 +481,7 @@ continuation run_greenlet(void* arg, continuation&& caller) {
     if (!target->started || target->dead) target = resolve(target, self->result, self->error);
     try {
       continuation next = prepare_landing(d, self, target, self->result, self->error, event);
-      if (!self->error) tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
+      if (!self->error) tendril_tl_switch.message.e = nullptr;  // nothing thrown: the landing can take the fast path
       return next;
     } catch (...) {
       // No memory for the stack of an unstarted target: it dies of that without running, as an unstarted
@@ -525,6 +533,8 @@ static_assert(offsetof(switch_message, v) == TENDRIL_MESSAGE_VALUE && sizeof(val
 static_assert(offsetof(switch_message, e) == TENDRIL_MESSAGE_ERROR);
 static_assert(offsetof(switch_message, event) == TENDRIL_MESSAGE_EVENT && sizeof(trace_event) == 4 &&
               static_cast<int>(trace_event::switch_) == 0);
+static_assert(offsetof(switch_tls, message) == 0 && offsetof(switch_tls, eh) == TENDRIL_TLS_EH &&
+              offsetof(switch_tls, has_tracer) == TENDRIL_TLS_HAS_TRACER);
 #pragma GCC diagnostic pop
 // The thread-locals it reads by their C++ names, through @gottpoff (initial-exec: see their declarations).
 static_assert(std::is_same_v<decltype(tl_domain_slot), greenlet_domain**>);
@@ -563,7 +573,7 @@ extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* ha
   if (e) {
     d->outbox = std::move(e);
   } else {
-    tendril_tl_message.e = nullptr;  // nothing thrown: the landing can take the fast path
+    tendril_tl_switch.message.e = nullptr;  // nothing thrown: the landing can take the fast path
   }
   self->eh = thread_exception_state();
   return {std::move(next).release(), self};
@@ -825,7 +835,7 @@ bool greenlet::active() const noexcept { return started() && !dead(); }
 bool greenlet::is_main() const noexcept { return impl_ != nullptr && impl_->is_main; }
 
 tracer settrace(tracer t) {
-  tendril_tl_has_tracer = static_cast<bool>(t);
+  tendril_tl_switch.has_tracer = static_cast<bool>(t);
   return std::exchange(detail::tl_tracer, std::move(t));
 }
 tracer gettrace() { return detail::tl_tracer; }

@@ -14,7 +14,7 @@
 // (tendril 0.3), a round trip took ~310 instructions against raw Boost.Context's 67, and 2.2-2.8x its time.
 // This file now does the common switch itself (a started, live greenlet of the current thread or task, with a
 // plain value, no exception, no tracer): the checks, the message to the receiver, the jump and the landing, in
-// about 110 instructions per switch. Every other case calls the C++ functions tendril_switch_begin() and
+// about 100 instructions per switch. Every other case calls the C++ functions tendril_switch_begin() and
 // tendril_switch_end() in lib/greenlet.cpp, which handle every case (they are prepare_landing() and receive(),
 // the logic of the C++ switch); the fast paths here make the checks and changes those make for the common case,
 // and bail out to them before changing anything. The
@@ -43,9 +43,7 @@
     .type   _ZN7tendril8greenlet12switch_valueENS_5valueE, @function
     .hidden tendril_switch_begin
     .hidden tendril_switch_end
-    .hidden tendril_tl_message
-    .hidden tendril_tl_has_tracer
-    .hidden tendril_tl_exception_state
+    .hidden tendril_tl_switch
 
 // value greenlet::switch_value(value v): %rdi = where to build the returned value, %rsi = this (the handle, whose
 // only member is its greenlet_impl*), %rdx = &v (the caller's temporary, alive until this call returns).
@@ -71,33 +69,30 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
     movq    %fs:(%rax), %rax
     testq   %rax, %rax
     jz      .Lbegin_in_cxx
-    movq    (%rax), %r10                // the current domain
-    testq   %r10, %r10
-    jz      .Lbegin_in_cxx
-    cmpb    $0, TENDRIL_DOMAIN_HAS_DEFERRED(%r10)
-    jne     .Lbegin_in_cxx
+    // The current domain: null before the thread's first greenlet call, and then it is not the target's (a
+    // greenlet always has a domain), so comparing first is the null check too.
+    movq    (%rax), %r10
     cmpq    %r10, TENDRIL_GREENLET_DOMAIN(%r9)
+    jne     .Lbegin_in_cxx
+    cmpb    $0, TENDRIL_DOMAIN_HAS_DEFERRED(%r10)
     jne     .Lbegin_in_cxx
     movq    TENDRIL_DOMAIN_CURRENT(%r10), %r11  // self
     cmpq    %r11, %r9
     je      .Lbegin_in_cxx
     cmpw    $0x0001, TENDRIL_GREENLET_STARTED_DEAD(%r9)
     jne     .Lbegin_in_cxx
-    movq    tendril_tl_exception_state@gottpoff(%rip), %rax
-    movq    %fs:(%rax), %rax
-    testq   %rax, %rax
-    jz      .Lbegin_in_cxx
-    // self->eh = the thread's C++ exception record
+    // self->eh = the thread's C++ exception record (its address is set before the thread's first domain exists)
+    movq    tendril_tl_switch@gottpoff(%rip), %r8
+    movq    %fs:TENDRIL_TLS_EH(%r8), %rax
     movq    (%rax), %rcx
     movq    %rcx, TENDRIL_GREENLET_EH(%r11)
     movl    8(%rax), %ecx
     movl    %ecx, TENDRIL_GREENLET_EH+8(%r11)
     // the message: from self, the value at %rdx, no exception, a switch event
-    movq    tendril_tl_message@gottpoff(%rip), %rax
-    movq    %r11, %fs:TENDRIL_MESSAGE_FROM(%rax)
-    movq    %rdx, %fs:TENDRIL_MESSAGE_VALUE(%rax)
-    movq    $0, %fs:TENDRIL_MESSAGE_ERROR(%rax)
-    movl    $0, %fs:TENDRIL_MESSAGE_EVENT(%rax)
+    movq    %r11, %fs:TENDRIL_MESSAGE_FROM(%r8)
+    movq    %rdx, %fs:TENDRIL_MESSAGE_VALUE(%r8)
+    movq    $0, %fs:TENDRIL_MESSAGE_ERROR(%r8)
+    movl    $0, %fs:TENDRIL_MESSAGE_EVENT(%r8)
     // the target becomes current, with its stack's label
     movq    %r9, TENDRIL_DOMAIN_CURRENT(%r10)
     movq    TENDRIL_GREENLET_LABEL(%r9), %rcx
@@ -166,19 +161,15 @@ _ZN7tendril8greenlet12switch_valueENS_5valueE:
 .Lresumed:
     // The common case of tendril_switch_end(): no exception thrown in, no tracer, a sender that is not orphaned.
     movq    8(%rsp), %r11               // self
-    movq    tendril_tl_message@gottpoff(%rip), %rcx
+    movq    tendril_tl_switch@gottpoff(%rip), %rcx
     cmpq    $0, %fs:TENDRIL_MESSAGE_ERROR(%rcx)
     jne     .Lend_in_cxx
     movq    %fs:TENDRIL_MESSAGE_FROM(%rcx), %r8
     cmpb    $0, TENDRIL_GREENLET_ORPHANED(%r8)
     jne     .Lend_in_cxx
-    movq    tendril_tl_has_tracer@gottpoff(%rip), %rdx
-    cmpb    $0, %fs:(%rdx)
+    cmpb    $0, %fs:TENDRIL_TLS_HAS_TRACER(%rcx)
     jne     .Lend_in_cxx
-    movq    tendril_tl_exception_state@gottpoff(%rip), %rdx
-    movq    %fs:(%rdx), %rdx
-    testq   %rdx, %rdx
-    jz      .Lend_in_cxx
+    movq    %fs:TENDRIL_TLS_EH(%rcx), %rdx
     // the thread's C++ exception record = self->eh
     movq    TENDRIL_GREENLET_EH(%r11), %rsi
     movq    %rsi, (%rdx)
