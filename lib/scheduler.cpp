@@ -821,8 +821,15 @@ timeout::timeout(duration d)
 }
 
 timeout::~timeout() {
-  // Scopes are strictly nested (RAII), so this is the innermost one.
-  owner_->timeouts = outer_;
+  // Usually the innermost scope, but not always: the greenlets of a task share its scopes, and one (a generator's
+  // body) may be suspended with a scope open while another closes its own, so scopes can close out of order.
+  // Unlink this one wherever it is in the chain, so that no scope points at one that is gone.
+  for (timeout** link = &owner_->timeouts; *link != nullptr; link = &(*link)->outer_) {
+    if (*link == this) {
+      *link = outer_;
+      return;
+    }
+  }
 }
 
 }  // namespace tendril
