@@ -794,7 +794,7 @@ void sleep_until(time_point t) {
   detail::throw_for(o, detail::current_exec());
 }
 
-void sleep_for(duration d) { sleep_until(std::chrono::steady_clock::now() + d); }
+void sleep_for(duration d) { sleep_until(detail::deadline_in(d)); }
 
 void yield() {
   detail::exec_context& self = detail::current_exec();
@@ -814,8 +814,7 @@ void yield() {
   self.fiber->yield();
 }
 
-timeout::timeout(duration d)
-    : deadline_(std::chrono::steady_clock::now() + d), length_(d), owner_(&detail::current_exec()) {
+timeout::timeout(duration d) : deadline_(detail::deadline_in(d)), length_(d), owner_(&detail::current_exec()) {
   outer_ = owner_->timeouts;
   owner_->timeouts = this;
 }

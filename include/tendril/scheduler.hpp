@@ -195,7 +195,7 @@ class task {
   // Waits for the task; never throws the task's exception.
   void join() { state().join(); }
   // Waits at most `d`; true if the task is done.
-  bool wait_for(duration d) { return state().join_until(std::chrono::steady_clock::now() + d); }
+  bool wait_for(duration d) { return state().join_until(detail::deadline_in(d)); }
   bool done() const noexcept { return state_ && state_->done(); }
   // True once the task has finished by task_cancelled.
   bool cancelled() const noexcept { return state_ && state_->cancelled(); }
