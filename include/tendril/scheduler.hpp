@@ -133,9 +133,19 @@ class task_state : public task_base {
  public:
   using task_base::task_base;
   T& result() { return *result_; }
+  // For a move-only result: moves it out, once; a second call throws usage_error (never a moved-from value).
+  T take_result() {
+    if (taken_.exchange(true, std::memory_order_acq_rel)) {
+      throw usage_error("task '" + name() +
+                        "': its move-only result was already taken by an earlier get(); keep what that get() "
+                        "returned, or return a copyable type (e.g. std::shared_ptr) to read it more than once");
+    }
+    return std::move(*result_);
+  }
 
  protected:
   std::optional<T> result_;
+  std::atomic<bool> taken_{false};
 };
 
 template <>
@@ -180,7 +190,8 @@ class task {
   explicit task(std::shared_ptr<detail::task_state<T>> s) : state_(std::move(s)) {}
 
   // Waits for the task, then returns its result or rethrows its exception (asyncio's `await task`).
-  // Throws usage_error when called from inside the task itself; task_cancelled if the *caller* is cancelled.
+  // Throws usage_error when called from inside the task itself, or a second time for a move-only result;
+  // task_cancelled if the *caller* is cancelled.
   T get() {
     state().join();
     state().rethrow_if_failed();
@@ -189,7 +200,7 @@ class task {
     } else if constexpr (std::is_copy_constructible_v<T>) {
       return state_->result();
     } else {
-      return std::move(state_->result());  // a move-only result can be taken once
+      return state_->take_result();  // a move-only result can be taken once
     }
   }
   // Waits for the task; never throws the task's exception.
