@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -94,6 +95,11 @@ class TENDRIL_API task_base {
   std::exception_ptr exception();  // after done; marks the exception retrieved
   void rethrow_if_failed();        // after done
   void on_done(std::function<void()> callback);
+  // Like on_done(), for a waiter that may stop caring before the task finishes (wait(), gather()): returns a key
+  // for remove_done_callback(), or 0 if the task had already finished (the callback has then run).
+  std::uint64_t on_done_removable(std::function<void()> callback);
+  // Drops a callback added by on_done_removable() that has not run; a key of 0 or one already run is ignored.
+  void remove_done_callback(std::uint64_t key) noexcept;
 
   // Where the task's stack is, for the stack-overflow message.
   struct stack_info {
@@ -110,7 +116,8 @@ class TENDRIL_API task_base {
   std::string name_;
   mutable spin_mutex mutex_;
   wait_queue done_waiters_;
-  std::vector<std::function<void()>> callbacks_;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks_;  // key 0: not removable
+  std::uint64_t last_callback_key_ = 0;
   std::exception_ptr error_;
   // The task's context (at the top of its stack) from spawn until it finishes. Set by the spawning thread before
   // the handle exists; cancel() reads it under the lock; cleared under the lock when the task finishes, so
