@@ -203,7 +203,8 @@ void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duratio
 }
 
 void tcp_stream::shutdown() {
-  if (fd_ >= 0 && ::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) fail("shutdown of", peer_, errno);
+  if (fd_ < 0) throw error("shutdown of a closed tcp_stream", peer_, EBADF);
+  if (::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) fail("shutdown of", peer_, errno);
 }
 
 void tcp_stream::close() noexcept {

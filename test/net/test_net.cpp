@@ -183,6 +183,7 @@ TEST_CASE("operations on a closed or empty stream throw net::error") {
     char buf[4];
     CHECK_THROWS_AS(s.read(buf, 4), tendril::net::error);
     CHECK_THROWS_AS(s.write_all("x"), tendril::net::error);
+    CHECK_THROWS_AS(s.shutdown(), tendril::net::error);
     tcp_listener l;
     CHECK_THROWS_AS(l.accept(), tendril::net::error);
   });
