@@ -18,6 +18,10 @@ namespace {
 struct fd_entry final : detail::io_source {
   detail::waiter* reader = nullptr;
   detail::waiter* writer = nullptr;
+  detail::reactor* owner = nullptr;  // this thread's reactor, which watches the fd
+  // forget_fd() took it out of the map (its fd is being closed): its waiters were woken and the last one to
+  // leave deletes it.
+  bool forgotten = false;
 
   std::uint32_t mask() const noexcept {
     return (reader != nullptr ? EPOLLIN | EPOLLRDHUP : 0u) | (writer != nullptr ? EPOLLOUT : 0u);
@@ -35,26 +39,47 @@ struct fd_entry final : detail::io_source {
 
 // fd -> its waiters, for this thread. Allocated while some fd is waited on and freed when none is, so nothing
 // outlives the thread (a thread_local object with a destructor could be destroyed before thread exit cancels
-// the tasks still waiting here).
-thread_local std::unordered_map<int, fd_entry>* tl_fds = nullptr;
+// the tasks still waiting here). Entries are heap objects: forget_fd() detaches an entry its parked waiters
+// still use, so that the fd number, once reused, starts afresh.
+thread_local std::unordered_map<int, fd_entry*>* tl_fds = nullptr;
+
+void drop_map_if_empty() noexcept {
+  if (tl_fds != nullptr && tl_fds->empty()) {
+    delete tl_fds;
+    tl_fds = nullptr;
+  }
+}
 
 bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
   detail::reactor& r = detail::reactor::current();
-  if (tl_fds == nullptr) tl_fds = new std::unordered_map<int, fd_entry>();
-  fd_entry& entry = (*tl_fds)[fd];
-  detail::waiter*& slot = readable ? entry.reader : entry.writer;
+  if (tl_fds == nullptr) tl_fds = new std::unordered_map<int, fd_entry*>();
+  fd_entry*& found = (*tl_fds)[fd];
+  if (found == nullptr) {
+    try {
+      found = new fd_entry();
+      found->owner = &r;
+    } catch (...) {
+      tl_fds->erase(fd);
+      drop_map_if_empty();
+      throw;
+    }
+  }
+  fd_entry* entry = found;
+  detail::waiter*& slot = readable ? entry->reader : entry->writer;
   auto release = [&] {
     slot = nullptr;
-    if (entry.mask() == 0) {
+    if (entry->forgotten) {  // no longer in the map nor watched
+      if (entry->mask() == 0) delete entry;
+      return;
+    }
+    if (entry->mask() == 0) {
       r.unwatch(fd);
       tl_fds->erase(fd);
-      if (tl_fds->empty()) {
-        delete tl_fds;
-        tl_fds = nullptr;
-      }
+      delete entry;
+      drop_map_if_empty();
     } else {
       try {
-        r.watch(fd, entry.mask(), &entry);
+        r.watch(fd, entry->mask(), entry);
       } catch (...) {
         // the fd was closed under the other waiter; it will time out or be cancelled
       }
@@ -67,7 +92,7 @@ bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
   detail::waiter w;
   slot = &w;
   try {
-    r.watch(fd, entry.mask(), &entry);
+    r.watch(fd, entry->mask(), entry);
   } catch (...) {
     release();
     throw;
@@ -84,5 +109,22 @@ bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
 
 bool wait_readable(int fd, std::optional<duration> timeout) { return wait_fd(fd, true, timeout); }
 bool wait_writable(int fd, std::optional<duration> timeout) { return wait_fd(fd, false, timeout); }
+
+namespace detail {
+void forget_fd(int fd) noexcept {
+  if (tl_fds == nullptr) return;
+  auto it = tl_fds->find(fd);
+  if (it == tl_fds->end()) return;
+  fd_entry* entry = it->second;
+  tl_fds->erase(it);
+  drop_map_if_empty();
+  entry->owner->unwatch(fd);
+  entry->forgotten = true;
+  // Its waiters (parked: an entry exists only while someone waits) wake up as if the fd were ready; the caller
+  // finds its object closed and reports it.
+  if (entry->reader != nullptr) entry->reader->notify(waiter::outcome::notified);
+  if (entry->writer != nullptr) entry->writer->notify(waiter::outcome::notified);
+}
+}  // namespace detail
 
 }  // namespace tendril

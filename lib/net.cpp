@@ -14,6 +14,7 @@
 #include <cstring>
 #include <utility>
 
+#include "reactor.hpp"
 #include "tendril/executor.hpp"
 #include "tendril/io.hpp"
 
@@ -31,6 +32,17 @@ std::string join(std::string_view host, std::uint16_t port) {
 
 [[noreturn]] void fail(const std::string& op, const std::string& address, int err) {
   throw error(op + " " + address + ": " + std::strerror(err), address, err);
+}
+
+// The object was closed (by another task) while this call waited on it.
+[[noreturn]] void closed_meanwhile(const std::string& op, const std::string& what, const std::string& address) {
+  throw error(op + " " + address + ": the " + what + " was closed while waiting", address, EBADF);
+}
+
+// Closes an fd tendril may be waiting on: wakes those waits first (see detail::forget_fd()).
+void close_fd(int fd) noexcept {
+  detail::forget_fd(fd);
+  ::close(fd);
 }
 
 [[noreturn]] void time_out(const std::string& op, const std::string& address) {
@@ -148,6 +160,7 @@ std::size_t tcp_stream::read(void* buf, std::size_t n, std::optional<duration> t
   if (fd_ < 0) throw error("read from a closed tcp_stream", peer_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
+    if (fd_ < 0) closed_meanwhile("read from", "tcp_stream", peer_);
     ssize_t r = ::recv(fd_, buf, n, 0);
     if (r >= 0) return static_cast<std::size_t>(r);
     if (errno == EINTR) continue;
@@ -176,6 +189,7 @@ void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duratio
   const auto deadline = detail::deadline_after(timeout);
   const auto* p = static_cast<const char*>(buf);
   while (n > 0) {
+    if (fd_ < 0) closed_meanwhile("write to", "tcp_stream", peer_);
     ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
     if (w >= 0) {
       p += w;
@@ -189,11 +203,12 @@ void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duratio
 }
 
 void tcp_stream::shutdown() {
-  if (fd_ >= 0 && ::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) fail("shutdown of", peer_, errno);
+  if (fd_ < 0) throw error("shutdown of a closed tcp_stream", peer_, EBADF);
+  if (::shutdown(fd_, SHUT_WR) != 0 && errno != ENOTCONN) fail("shutdown of", peer_, errno);
 }
 
 void tcp_stream::close() noexcept {
-  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+  if (fd_ >= 0) close_fd(std::exchange(fd_, -1));
 }
 
 // ---- tcp_listener ----------------------------------------------------------------------------------------------
@@ -236,6 +251,7 @@ tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
   if (fd_ < 0) throw error("accept on a closed tcp_listener", address_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
+    if (fd_ < 0) closed_meanwhile("accept on", "tcp_listener", address_);
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -251,7 +267,7 @@ tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
 }
 
 void tcp_listener::close() noexcept {
-  if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+  if (fd_ >= 0) close_fd(std::exchange(fd_, -1));
 }
 
 }  // namespace tendril::net

@@ -47,6 +47,11 @@ class reactor {
   int event_fd_ = -1;
 };
 
+// Called just before `fd` is closed by tendril (tcp_stream::close(), tcp_listener::close()): stops watching it
+// and wakes, as if the fd were ready, the tasks of this thread that wait_readable()/wait_writable() on it, so
+// they do not wait forever on an fd epoll has dropped, and the fd number can be reused at once. (io.cpp)
+void forget_fd(int fd) noexcept;
+
 // Installs tendril's scheduling algorithm on the calling thread (once) and returns its reactor.
 reactor& install_scheduler();
 

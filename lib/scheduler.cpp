@@ -493,7 +493,7 @@ struct task_runner {
 
   // Returns the task's self reference, which keeps it alive until the fiber's body ends.
   static std::shared_ptr<task_base> finish(task_base* st, exec_context& ctx, bool cancelled, std::exception_ptr error) {
-    std::vector<std::function<void()>> callbacks;
+    std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks;
     std::shared_ptr<task_base> keep;
     {
       std::lock_guard<spin_mutex> lk(st->mutex_);
@@ -508,7 +508,7 @@ struct task_runner {
     }
     // running_ is null now: no cancel() reaches ctx any more.
     ctx.cancel_pending.store(false, std::memory_order_relaxed);
-    for (auto& cb : callbacks) run_callback(*st, cb);
+    for (auto& cb : callbacks) run_callback(*st, cb.second);
     if (tl_state != nullptr) tl_state->remove_live(st);
     return keep;
   }
@@ -671,11 +671,38 @@ void task_base::on_done(std::function<void()> callback) {
   {
     std::lock_guard<spin_mutex> lk(mutex_);
     if (!done()) {
-      callbacks_.push_back(std::move(callback));
+      callbacks_.emplace_back(0, std::move(callback));
       return;
     }
   }
   task_runner::run_callback(*this, callback);
+}
+
+std::uint64_t task_base::on_done_removable(std::function<void()> callback) {
+  {
+    std::lock_guard<spin_mutex> lk(mutex_);
+    if (!done()) {
+      const std::uint64_t key = ++last_callback_key_;
+      callbacks_.emplace_back(key, std::move(callback));
+      return key;
+    }
+  }
+  task_runner::run_callback(*this, callback);
+  return 0;
+}
+
+void task_base::remove_done_callback(std::uint64_t key) noexcept {
+  if (key == 0) return;
+  std::function<void()> dropped;  // destroyed after the lock is released (it may hold the last reference to
+                                  // what it captured)
+  std::lock_guard<spin_mutex> lk(mutex_);
+  for (auto it = callbacks_.begin(); it != callbacks_.end(); ++it) {
+    if (it->first == key) {
+      dropped = std::move(it->second);
+      callbacks_.erase(it);
+      return;
+    }
+  }
 }
 
 void start_task(const std::shared_ptr<task_base>& state, std::size_t stack_size) {
@@ -775,7 +802,14 @@ void report_unhandled(const std::string& name, std::exception_ptr e) noexcept {
 
 void finish_run(const std::shared_ptr<task_base>& main_task) {
   thread_state& ts = ensure_installed();
-  main_task->join();
+  try {
+    main_task->join();
+  } catch (...) {
+    // The caller's own wait was interrupted (a tendril::timeout scope of the calling context expired): main and
+    // what it spawned must not be left running behind run() all the same. The expired scope no longer fires.
+    cancel_and_join_all(ts, nullptr);
+    throw;
+  }
   cancel_and_join_all(ts, nullptr);
 }
 
@@ -794,7 +828,7 @@ void sleep_until(time_point t) {
   detail::throw_for(o, detail::current_exec());
 }
 
-void sleep_for(duration d) { sleep_until(std::chrono::steady_clock::now() + d); }
+void sleep_for(duration d) { sleep_until(detail::deadline_in(d)); }
 
 void yield() {
   detail::exec_context& self = detail::current_exec();
@@ -814,15 +848,21 @@ void yield() {
   self.fiber->yield();
 }
 
-timeout::timeout(duration d)
-    : deadline_(std::chrono::steady_clock::now() + d), length_(d), owner_(&detail::current_exec()) {
+timeout::timeout(duration d) : deadline_(detail::deadline_in(d)), length_(d), owner_(&detail::current_exec()) {
   outer_ = owner_->timeouts;
   owner_->timeouts = this;
 }
 
 timeout::~timeout() {
-  // Scopes are strictly nested (RAII), so this is the innermost one.
-  owner_->timeouts = outer_;
+  // Usually the innermost scope, but not always: the greenlets of a task share its scopes, and one (a generator's
+  // body) may be suspended with a scope open while another closes its own, so scopes can close out of order.
+  // Unlink this one wherever it is in the chain, so that no scope points at one that is gone.
+  for (timeout** link = &owner_->timeouts; *link != nullptr; link = &(*link)->outer_) {
+    if (*link == this) {
+      *link = outer_;
+      return;
+    }
+  }
 }
 
 }  // namespace tendril

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -94,6 +95,11 @@ class TENDRIL_API task_base {
   std::exception_ptr exception();  // after done; marks the exception retrieved
   void rethrow_if_failed();        // after done
   void on_done(std::function<void()> callback);
+  // Like on_done(), for a waiter that may stop caring before the task finishes (wait(), gather()): returns a key
+  // for remove_done_callback(), or 0 if the task had already finished (the callback has then run).
+  std::uint64_t on_done_removable(std::function<void()> callback);
+  // Drops a callback added by on_done_removable() that has not run; a key of 0 or one already run is ignored.
+  void remove_done_callback(std::uint64_t key) noexcept;
 
   // Where the task's stack is, for the stack-overflow message.
   struct stack_info {
@@ -110,7 +116,8 @@ class TENDRIL_API task_base {
   std::string name_;
   mutable spin_mutex mutex_;
   wait_queue done_waiters_;
-  std::vector<std::function<void()>> callbacks_;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks_;  // key 0: not removable
+  std::uint64_t last_callback_key_ = 0;
   std::exception_ptr error_;
   // The task's context (at the top of its stack) from spawn until it finishes. Set by the spawning thread before
   // the handle exists; cancel() reads it under the lock; cleared under the lock when the task finishes, so
@@ -133,9 +140,19 @@ class task_state : public task_base {
  public:
   using task_base::task_base;
   T& result() { return *result_; }
+  // For a move-only result: moves it out, once; a second call throws usage_error (never a moved-from value).
+  T take_result() {
+    if (taken_.exchange(true, std::memory_order_acq_rel)) {
+      throw usage_error("task '" + name() +
+                        "': its move-only result was already taken by an earlier get(); keep what that get() "
+                        "returned, or return a copyable type (e.g. std::shared_ptr) to read it more than once");
+    }
+    return std::move(*result_);
+  }
 
  protected:
   std::optional<T> result_;
+  std::atomic<bool> taken_{false};
 };
 
 template <>
@@ -180,7 +197,8 @@ class task {
   explicit task(std::shared_ptr<detail::task_state<T>> s) : state_(std::move(s)) {}
 
   // Waits for the task, then returns its result or rethrows its exception (asyncio's `await task`).
-  // Throws usage_error when called from inside the task itself; task_cancelled if the *caller* is cancelled.
+  // Throws usage_error when called from inside the task itself, or a second time for a move-only result;
+  // task_cancelled if the *caller* is cancelled.
   T get() {
     state().join();
     state().rethrow_if_failed();
@@ -189,13 +207,13 @@ class task {
     } else if constexpr (std::is_copy_constructible_v<T>) {
       return state_->result();
     } else {
-      return std::move(state_->result());  // a move-only result can be taken once
+      return state_->take_result();  // a move-only result can be taken once
     }
   }
   // Waits for the task; never throws the task's exception.
   void join() { state().join(); }
   // Waits at most `d`; true if the task is done.
-  bool wait_for(duration d) { return state().join_until(std::chrono::steady_clock::now() + d); }
+  bool wait_for(duration d) { return state().join_until(detail::deadline_in(d)); }
   bool done() const noexcept { return state_ && state_->done(); }
   // True once the task has finished by task_cancelled.
   bool cancelled() const noexcept { return state_ && state_->cancelled(); }

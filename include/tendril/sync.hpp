@@ -92,7 +92,7 @@ class future {
   // Waits at most `d`; true if ready.
   bool wait_for(duration d) const {
     check();
-    return state_->wait_until(std::chrono::steady_clock::now() + d);
+    return state_->wait_until(detail::deadline_in(d));
   }
   void wait() const {
     check();
@@ -172,7 +172,7 @@ class event {
   }
   // True if set within `d`.
   bool wait_for(duration d) {
-    const time_point deadline = std::chrono::steady_clock::now() + d;
+    const time_point deadline = detail::deadline_in(d);
     std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (!set_) {
       if (!waiters_.wait(lk, deadline)) return set_;
@@ -203,7 +203,7 @@ class semaphore {
   }
   // True if acquired within `d`.
   bool acquire_for(duration d) {
-    const time_point deadline = std::chrono::steady_clock::now() + d;
+    const time_point deadline = detail::deadline_in(d);
     std::unique_lock<detail::spin_mutex> lk(mutex_);
     while (count_ == 0) {
       if (!waiters_.wait(lk, deadline) && count_ == 0) return false;
@@ -279,7 +279,7 @@ class condition_variable {
   }
   // False on timeout.
   bool wait_for(std::unique_lock<tendril::mutex>& lk, duration d) {
-    return wait_until_impl(lk, std::chrono::steady_clock::now() + d);
+    return wait_until_impl(lk, detail::deadline_in(d));
   }
   void notify_one() {
     std::lock_guard<detail::spin_mutex> lk(mutex_);

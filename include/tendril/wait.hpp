@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -66,21 +67,35 @@ struct completion_counter {
   std::size_t failed = 0;
 };
 
+// The done callbacks watch() puts on the tasks, removed when the wait is over (however it ends): waiting again
+// and again on tasks that keep running (a polling loop) must not pile callbacks up on them.
+struct watch_set {
+  std::shared_ptr<completion_counter> counter = std::make_shared<completion_counter>();
+  std::vector<std::pair<std::shared_ptr<task_base>, std::uint64_t>> keys;
+
+  watch_set() = default;
+  watch_set(const watch_set&) = delete;
+  watch_set& operator=(const watch_set&) = delete;
+  ~watch_set() {
+    for (auto& [state, key] : keys) state->remove_done_callback(key);
+  }
+};
+
 template <class T>
-std::shared_ptr<completion_counter> watch(std::vector<task<T>>& tasks) {
-  auto c = std::make_shared<completion_counter>();
+void watch(std::vector<task<T>>& tasks, watch_set& w) {
+  w.keys.reserve(tasks.size());
   for (auto& t : tasks) {
     auto state = t.state_ptr();
     if (!state) throw usage_error("tendril::wait: empty task handle");
-    state->on_done([c, raw = state.get()] {
+    std::uint64_t key = state->on_done_removable([c = w.counter, raw = state.get()] {
       bool failed = raw->failed();
       std::lock_guard<spin_mutex> lk(c->mutex);
       ++c->finished;
       if (failed) ++c->failed;
       c->waiters.notify_all();
     });
+    w.keys.emplace_back(std::move(state), key);
   }
-  return c;
 }
 
 // Waits until `enough(finished, failed)` or the deadline; returns false on timeout.
@@ -112,18 +127,20 @@ gathered_t<T> get_gathered(task<T>& t) {
 template <class T>
 wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout = std::nullopt,
                     return_when when = return_when::all_completed) {
-  auto counter = detail::watch(tasks);
+  detail::watch_set watched;
+  detail::watch(tasks, watched);
   const std::size_t n = tasks.size();
-  detail::wait_counter(*counter, detail::deadline_after(timeout), [&](std::size_t finished, std::size_t failed) {
-    switch (when) {
-      case return_when::first_completed:
-        return finished >= 1 || n == 0;
-      case return_when::first_exception:
-        return failed >= 1 || finished == n;
-      default:
-        return finished == n;
-    }
-  });
+  detail::wait_counter(*watched.counter, detail::deadline_after(timeout),
+                       [&](std::size_t finished, std::size_t failed) {
+                         switch (when) {
+                           case return_when::first_completed:
+                             return finished >= 1 || n == 0;
+                           case return_when::first_exception:
+                             return failed >= 1 || finished == n;
+                           default:
+                             return finished == n;
+                         }
+                       });
   wait_result<T> r;
   for (auto& t : tasks) (t.done() ? r.done : r.pending).push_back(t);
   return r;
@@ -133,9 +150,10 @@ wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout
 // rethrown as soon as it happens (the other tasks keep running, as in asyncio).
 template <class T>
 std::vector<detail::gathered_t<T>> gather(std::vector<task<T>>& tasks) {
-  auto counter = detail::watch(tasks);
+  detail::watch_set watched;
+  detail::watch(tasks, watched);
   const std::size_t n = tasks.size();
-  detail::wait_counter(*counter, std::nullopt,
+  detail::wait_counter(*watched.counter, std::nullopt,
                        [&](std::size_t finished, std::size_t failed) { return failed >= 1 || finished == n; });
   for (auto& t : tasks) {
     if (t.state_ptr()->failed()) std::rethrow_exception(t.exception());

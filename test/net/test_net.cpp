@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "net_helpers.hpp"
+#include "tendril/io.hpp"
 #include "tendril/net.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/wait.hpp"
@@ -182,6 +183,7 @@ TEST_CASE("operations on a closed or empty stream throw net::error") {
     char buf[4];
     CHECK_THROWS_AS(s.read(buf, 4), tendril::net::error);
     CHECK_THROWS_AS(s.write_all("x"), tendril::net::error);
+    CHECK_THROWS_AS(s.shutdown(), tendril::net::error);
     tcp_listener l;
     CHECK_THROWS_AS(l.accept(), tendril::net::error);
   });
@@ -382,6 +384,61 @@ TEST_CASE("many concurrent connections in one thread") {
     CHECK(connected == n);
     CHECK(ok == n);
     server.get();
+  });
+}
+
+TEST_CASE("closing a listener or stream that another task waits on wakes it with net::error") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto acceptor = tendril::spawn([&] { l.accept(); });  // no timeout: only the close can end it
+    tendril::sleep_for(20ms);
+    REQUIRE_FALSE(acceptor.done());
+    l.close();
+    if (!acceptor.wait_for(generous(5s))) {  // never hang the suite
+      acceptor.cancel();
+      acceptor.join();
+    }
+    CHECK_FALSE(acceptor.cancelled());
+    CHECK_THROWS_AS(acceptor.get(), tendril::net::error);
+
+    auto l2 = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l2.port(), 5s);
+    auto peer = l2.accept(5s);
+    auto reader = tendril::spawn([&] {
+      char buf[16];
+      s.read(buf, sizeof buf);
+    });
+    tendril::sleep_for(20ms);
+    REQUIRE_FALSE(reader.done());
+    s.close();
+    // Before the woken reader runs, a new socket takes the closed fd's number (the lowest free one) and is waited
+    // on: the old wait must not be in its way.
+    int fds[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
+    REQUIRE(::write(fds[1], "x", 1) == 1);
+    CHECK(tendril::wait_readable(fds[0], 5s));
+    ::close(fds[0]);
+    ::close(fds[1]);
+    if (!reader.wait_for(generous(5s))) {
+      reader.cancel();
+      reader.join();
+    }
+    CHECK_FALSE(reader.cancelled());
+    CHECK_THROWS_AS(reader.get(), tendril::net::error);
+
+    // The closed fds' numbers are reused by new sockets, which can be waited on as usual.
+    auto l3 = tcp_listener::bind("127.0.0.1", 0);
+    auto client = tendril::spawn([&] { return tcp_stream::connect("127.0.0.1", l3.port(), 5s); });
+    auto c = l3.accept(5s);
+    auto s3 = client.get();
+    auto reader3 = tendril::spawn([&] {
+      char buf[2];
+      s3.read_exactly(buf, 2, 5s);
+      return std::string(buf, 2);
+    });
+    tendril::sleep_for(20ms);
+    c.write_all("ok");
+    CHECK(reader3.get() == "ok");
   });
 }
 

@@ -89,6 +89,30 @@ TEST_CASE("run also cleans up after main throws") {
   CHECK(destroyed);
 }
 
+TEST_CASE("a timeout scope of the caller that expires during run(): its tasks are cancelled and joined first") {
+  bool main_unwound = false;
+  bool left_unwound = false;
+  tendril::task<void> left;
+  {
+    tendril::timeout scope(30ms);  // the calling (main) context's scope, around the whole run()
+    CHECK_THROWS_AS(tendril::run([&] {
+                      left = tendril::spawn([&] {
+                        on_destroy g(left_unwound);
+                        tendril::sleep_for(1h);
+                      });
+                      on_destroy g(main_unwound);
+                      tendril::sleep_for(1h);
+                    }),
+                    tendril::timeout_error);
+    CHECK(scope.expired());
+  }
+  // run() did not leave main or the task it spawned running behind it.
+  CHECK(main_unwound);
+  REQUIRE(left.valid());
+  CHECK(left.done());
+  CHECK(left_unwound);
+}
+
 TEST_CASE("run does not hang on a task blocked forever on a future that is never set") {
   tendril::promise<int> p;  // kept alive: the future is never broken
   stopwatch sw;

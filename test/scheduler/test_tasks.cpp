@@ -54,6 +54,22 @@ TEST_CASE("a move-only result can be taken") {
   });
 }
 
+TEST_CASE("taking a move-only result a second time throws usage_error instead of returning a moved-from value") {
+  tendril::run([] {
+    auto t = tendril::spawn([] { return std::make_unique<int>(7); }, {.name = "maker"});
+    auto first = t.get();
+    REQUIRE(first);
+    auto copy = t;  // another handle to the same task
+    try {
+      auto second = copy.get();
+      FAIL("the second get() returned " << std::string(second ? "a value" : "an empty unique_ptr"));
+    } catch (const tendril::usage_error& e) {
+      CHECK(std::string(e.what()).find("maker") != std::string::npos);
+    }
+    CHECK(*first == 7);
+  });
+}
+
 TEST_CASE("done() is false until the task finishes, then true") {
   tendril::run([] {
     auto t = tendril::spawn([] { tendril::sleep_for(30ms); });

@@ -250,3 +250,30 @@ TEST_CASE("a generator consumed inside a task, its body sleeping between values"
     CHECK(ticks == 4);
   });
 }
+
+TEST_CASE("timeout scopes of a generator body and its consumer that close out of order leave no stale scope") {
+  tendril::run([] {
+    // The body opens a scope and yields with it open; the consumer opens its own around next() and closes it
+    // before the body closes its: the scopes of one task are not strictly nested.
+    tendril::generator<int> gen([](tendril::yielder<int>& yield) {
+      tendril::timeout body_scope(10s);
+      yield(1);
+      yield(2);
+    });
+    std::optional<tendril::timeout> consumer_scope;
+    consumer_scope.emplace(20ms);
+    CHECK(gen.next() == 1);  // the body's scope is now the innermost one, the consumer's outside it
+    consumer_scope.reset();  // the consumer's 20 ms scope is closed
+    CHECK(gen.next() == 2);
+    CHECK_FALSE(gen.next().has_value());  // the body's scope closes
+    // No scope is open any more: sleeping past the closed 20 ms scope's deadline must not time out.
+    CHECK_NOTHROW(tendril::sleep_for(60ms));
+    // A scope opened afterwards works as usual.
+    {
+      tendril::timeout again(20ms);
+      CHECK_THROWS_AS(tendril::sleep_for(10s), tendril::timeout_error);
+      CHECK(again.expired());
+    }
+    CHECK_NOTHROW(tendril::sleep_for(1ms));
+  });
+}

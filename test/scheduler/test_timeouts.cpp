@@ -238,3 +238,54 @@ TEST_CASE("a timeout scope works in the thread's main context, without run()") {
     CHECK(sw.elapsed() >= 40ms);
   }).join();
 }
+
+TEST_CASE("duration::max() as a timeout means no timeout, not an overflowed deadline in the past") {
+  tendril::run([] {
+    constexpr tendril::duration forever = tendril::duration::max();
+    // A sleep that long is still asleep a little later, until cancelled.
+    auto sleeper = tendril::spawn([] { tendril::sleep_for(forever); });
+    tendril::sleep_for(20ms);
+    CHECK_FALSE(sleeper.done());
+    sleeper.cancel();
+    sleeper.join();
+    CHECK(sleeper.cancelled());
+
+    auto quick = [] {
+      return tendril::spawn([] {
+        tendril::sleep_for(20ms);
+        return 5;
+      });
+    };
+    auto t1 = quick();
+    CHECK(t1.wait_for(forever));
+    auto t2 = quick();
+    CHECK(tendril::wait_for(t2, forever) == 5);
+    auto t3 = quick();
+    {
+      tendril::timeout scope(forever);
+      CHECK(t3.get() == 5);
+      CHECK_FALSE(scope.expired());
+    }
+    tendril::event ev;
+    auto setter = tendril::spawn([&] {
+      tendril::sleep_for(20ms);
+      ev.set();
+    });
+    CHECK(ev.wait_for(forever));
+    setter.join();
+    tendril::promise<int> p;
+    auto fulfil = tendril::spawn([&p] {
+      tendril::sleep_for(20ms);
+      p.set_value(7);
+    });
+    CHECK(p.get_future().wait_for(forever));
+    fulfil.join();
+    tendril::semaphore sem(0);
+    auto releaser = tendril::spawn([&] {
+      tendril::sleep_for(20ms);
+      sem.release();
+    });
+    CHECK(sem.acquire_for(forever));
+    releaser.join();
+  });
+}

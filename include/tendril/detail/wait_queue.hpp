@@ -94,10 +94,17 @@ class TENDRIL_API wait_queue {
   waiter* tail_ = nullptr;
 };
 
+// `d` from now. Saturates at time_point::max() (no deadline) instead of overflowing into the past, so a
+// timeout of duration::max() means "wait forever", not "time out at once".
+inline time_point deadline_in(duration d) {
+  const time_point now = std::chrono::steady_clock::now();
+  return d >= time_point::max() - now ? time_point::max() : now + d;
+}
+
 // Converts an optional relative timeout to a deadline.
 inline std::optional<time_point> deadline_after(std::optional<duration> d) {
   if (!d) return std::nullopt;
-  return std::chrono::steady_clock::now() + *d;
+  return deadline_in(*d);
 }
 
 }  // namespace detail
