@@ -358,6 +358,7 @@ struct transfer_impl {
   bool paused = false;
   bool ever_paused = false;
   bool plain = false;                   // a plain request (see easy_profile)
+  bool headers_done = false;            // the final response's headers are all in (see on_header)
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
@@ -380,7 +381,7 @@ struct transfer_impl {
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
-    added = finished = paused = ever_paused = false;
+    added = finished = paused = ever_paused = headers_done = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -457,6 +458,22 @@ struct transfer_impl {
     if (bytes >= 5 && std::memcmp(data, "HTTP/", 5) == 0) {
       t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
       t->expected_body = 0;
+      t->headers_done = false;
+      return bytes;
+    }
+    if (bytes <= 2 && (bytes == 0 || data[0] == '\r' || data[0] == '\n')) {
+      // The blank line ending a response's headers. If that response is the final one (not a 1xx, not a
+      // redirect libcurl will follow), a streaming reader may go on before any of the body arrives: a server may
+      // send the headers and hold the body back (a long poll, server-sent events).
+      long status = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+      const bool interim = status < 200;
+      const bool redirect =
+          status >= 300 && status < 400 && t->request.follow_redirects && t->headers.contains("location");
+      if (!interim && !redirect) {
+        t->headers_done = true;
+        if (t->sink != nullptr) t->notify_owner();
+      }
       return bytes;
     }
     const char* end = data + bytes;
@@ -518,6 +535,7 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, driver);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, transfer_buffer_size);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, request.max_redirects);
@@ -630,6 +648,7 @@ void transfer::abort() noexcept {
 }
 
 bool transfer::finished() const noexcept { return impl_->finished; }
+bool transfer::headers_done() const noexcept { return impl_->headers_done; }
 int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 
 std::string transfer::describe_failure() const {

@@ -281,12 +281,14 @@ class stream_state final : public tendril::detail::body_sink {
     return result::consumed;
   }
 
+  // Returns once the final response's headers are in (or the transfer is over), not waiting for its body: a
+  // server may send the headers and hold the body back.
   void start() {
     transfer_.start();
-    while (!got_data_ && !transfer_.finished()) transfer_.wait();
-    // A failure after part of the body arrived is read()'s to report, after that part: whether the body was cut
-    // before or after this point must not depend on how fast the loop ran.
-    if (transfer_.finished() && transfer_.code() != 0 && !got_data_) throw_transfer_error(transfer_);
+    while (!responded() && !transfer_.finished()) transfer_.wait();
+    // A failure after the headers arrived is read()'s to report, after any body before it: whether the transfer
+    // failed before or after this point must not depend on how fast the loop ran.
+    if (transfer_.finished() && transfer_.code() != 0 && !responded()) throw_transfer_error(transfer_);
   }
 
   std::string read(std::size_t n) {
@@ -341,6 +343,7 @@ class stream_state final : public tendril::detail::body_sink {
 
  private:
   std::size_t buffered() const { return size_; }
+  bool responded() const { return got_data_ || transfer_.headers_done(); }
   // Moves up to into.size() buffered bytes to `into`.
   std::size_t take_into(std::span<char> into) {
     const std::size_t take = std::min(into.size(), size_);

@@ -240,6 +240,44 @@ TEST_CASE("session::open streams the body: read(n) pieces concatenate to the bod
   }
 }
 
+TEST_CASE("session::open returns at the response headers, before the server sends any of the body") {
+  http::session s;
+  SUBCASE("a body held back for 20 s") {
+    // The server sends the headers, then waits 20 s before the body. open() must not wait for the body; the
+    // bound below is far from the time an open takes (even under valgrind), and far below the 20 s.
+    stopwatch sw;
+    auto st = s.open(url("/bytes/1000?wait=20"));
+    CHECK(sw.elapsed() < 15s);
+    CHECK(st.status() == 200);
+    CHECK(st.headers().at("content-length") == "1000");
+    // Dropping the stream aborts the transfer: the test does not wait for the body either.
+  }
+  SUBCASE("the body still follows, after a pause") {
+    auto st = s.open(url("/bytes/100000?wait=0.3"));
+    CHECK(st.status() == 200);
+    CHECK(st.read_all() == expected_bytes(100000));
+  }
+  SUBCASE("the headers of a followed redirect are not the response") {
+    auto st = s.open(url("/redirect/2"));
+    CHECK(st.status() == 200);
+    CHECK(st.url() == url("/redirect/0"));
+    CHECK(st.read_all() == "redirect done");
+  }
+  SUBCASE("a redirect not followed is the response") {
+    http::options o;
+    o.follow_redirects = false;
+    auto st = s.open(url("/redirect/2"), o);
+    CHECK(st.status() == 302);
+    CHECK(st.headers().at("location") == "/redirect/1");
+    CHECK(st.read_all() == "redirect");
+  }
+  SUBCASE("a response without a body") {
+    auto st = s.open(url("/status/204"));
+    CHECK(st.status() == 204);
+    CHECK(st.read_all().empty());
+  }
+}
+
 TEST_CASE("a body with a Content-Length is collected in one allocation of that size") {
   // /slow/N sends N bytes (Content-Length: N) in 16 KiB pieces with pauses, so libcurl hands them over in several
   // writes: the body is reserved once from the Content-Length instead of growing by doubling.
