@@ -572,7 +572,68 @@ struct transfer_impl {
   }
 };
 
+namespace {
+
+// `s` for a message: NUL, CR and LF shown as escapes (a NUL would end what() early).
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\0') {
+      out += "\\0";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// An RFC 9110 token (a method or a header name): one or more of ALPHA, DIGIT and !#$%&'*+-.^_`|~.
+bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// Rejects what libcurl would truncate at a NUL or put on the wire as it stands (a CR LF in a header value or a
+// method would inject headers or a second request): an http::error naming what to fix, before anything is sent.
+void check_request(const transfer_request& r) {
+  auto fail = [&](int code, const std::string& why) {
+    const std::string url = printable(r.url);
+    throw http::error(code, why, r.url, printable(r.method) + " " + url + ": " + why);
+  };
+  if (r.url.find('\0') != std::string::npos) fail(CURLE_URL_MALFORMAT, "the URL contains a NUL byte");
+  if (!is_token(r.method)) {
+    fail(CURLE_BAD_FUNCTION_ARGUMENT, "invalid HTTP method \"" + printable(r.method) +
+                                          "\": a method is a non-empty token such as GET or POST (no spaces or "
+                                          "control characters)");
+  }
+  for (const auto& [name, value] : r.headers) {
+    if (!is_token(name)) {
+      fail(CURLE_BAD_FUNCTION_ARGUMENT, "invalid request header name \"" + printable(name) +
+                                            "\": a header name is a non-empty token (no spaces, colons or control "
+                                            "characters)");
+    }
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      fail(CURLE_BAD_FUNCTION_ARGUMENT,
+           "the value of request header \"" + name + "\" contains a CR, LF or NUL byte (\"" + printable(value) + "\")");
+    }
+  }
+  if (r.ca_file.find('\0') != std::string::npos)
+    fail(CURLE_BAD_FUNCTION_ARGUMENT, "options::ca_file contains a NUL byte");
+  if (r.proxy.find('\0') != std::string::npos) fail(CURLE_BAD_FUNCTION_ARGUMENT, "options::proxy contains a NUL byte");
+}
+
+}  // namespace
+
 transfer::transfer(transfer_request request, body_sink* sink) {
+  check_request(request);
   curl_driver& d = driver();
   impl_.reset(d.acquire());
   transfer_impl& t = *impl_;
