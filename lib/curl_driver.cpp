@@ -552,8 +552,12 @@ struct transfer_impl {
     }
     for (const auto& [k, v] : request.headers) {
       std::string line = k;
-      line += ": ";
-      line += v;
+      if (v.find_first_not_of(" \t") == std::string::npos) {
+        line += ';';  // libcurl drops "Name:" with a blank value; "Name;" is how it sends an empty header
+      } else {
+        line += ": ";
+        line += v;
+      }
       curl_slist* l = curl_slist_append(header_list, line.c_str());
       if (l == nullptr) throw std::bad_alloc();
       header_list = l;

@@ -105,6 +105,17 @@ TEST_CASE("custom headers reach the server, after the session's defaults") {
   }
 }
 
+TEST_CASE("a request header with an empty value is sent, empty") {
+  // libcurl drops "Name:" with nothing after it (and would drop its own header of that name).
+  http::options o;
+  o.headers = {{"X-Empty", ""}, {"X-Blank", "  "}, {"X-Full", "v"}};
+  auto r = http::get(url("/headers"), o);
+  INFO(r.body);
+  CHECK(contains(r.body, "\"x-empty\": \"\""));
+  CHECK(contains(r.body, "\"x-blank\": \"\""));
+  CHECK(contains(r.body, "\"x-full\": \"v\""));
+}
+
 TEST_CASE("session::open streams the body: read(n) pieces concatenate to the body") {
   http::session s;
   const std::size_t n = 1000000;
