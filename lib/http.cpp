@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <tuple>
@@ -154,15 +155,42 @@ void add_headers(std::vector<std::pair<std::string, std::string>>& to,
   to.insert(to.end(), more.begin(), more.end());
 }
 
-// "scheme://host:port" of a URL, for the per-host limit.
+// "scheme://host:port" of a URL, for the per-host limit: lower-cased (scheme and host names are
+// case-insensitive), without user info, with the scheme's default port when none is given, so that every
+// spelling of one origin shares one limit.
 std::string host_key(std::string_view url) {
-  auto scheme_end = url.find("://");
-  std::size_t start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
-  auto end = url.find_first_of("/?#", start);
-  return std::string(url.substr(0, end));
+  const auto scheme_end = url.find("://");
+  auto lower = [](std::string_view v) {
+    std::string out(v);
+    for (char& c : out) c = lower_ascii(c);
+    return out;
+  };
+  const std::string scheme =
+      scheme_end == std::string_view::npos ? std::string("http") : lower(url.substr(0, scheme_end));
+  const std::size_t start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  std::string_view authority = url.substr(start, url.find_first_of("/?#", start) - start);
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  std::string host = lower(authority);
+  const auto bracket = host.rfind(']');  // an IPv6 address: "[::1]:8080"
+  const auto colon = host.rfind(':');
+  bool has_port = colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+  if (has_port && colon + 1 == host.size()) {  // "host:" is "host"
+    host.pop_back();
+    has_port = false;
+  }
+  if (!has_port && scheme == "http") host += ":80";
+  if (!has_port && scheme == "https") host += ":443";
+  return scheme + "://" + host;
 }
 
 }  // namespace
+
+// One host's slots, and how many requests hold or wait for them.
+struct host_slots {
+  explicit host_slots(std::size_t n) : sem(n) {}
+  semaphore sem;
+  std::size_t users = 0;  // guarded by session_state::hosts_mutex
+};
 
 class session_state {
  public:
@@ -175,28 +203,43 @@ class session_state {
     slot(session_state& s, std::string_view url) : s_(s) {
       if (s_.settings.max_per_host > 0) {
         std::lock_guard<std::mutex> lk(s_.hosts_mutex);
-        auto& sem = s_.hosts[host_key(url)];
-        if (!sem) sem = std::make_unique<semaphore>(s_.settings.max_per_host);
-        host_ = sem.get();
+        auto [it, added] = s_.hosts.try_emplace(host_key(url), s_.settings.max_per_host);
+        ++it->second.users;
+        host_ = it;
       }
-      if (host_ != nullptr) host_->acquire();
       try {
-        s_.in_flight.acquire();
+        if (host_) (*host_)->second.sem.acquire();
+        try {
+          s_.in_flight.acquire();
+        } catch (...) {
+          if (host_) (*host_)->second.sem.release();
+          throw;
+        }
       } catch (...) {
-        if (host_ != nullptr) host_->release();
+        leave_host();
         throw;
       }
     }
     ~slot() {
       s_.in_flight.release();
-      if (host_ != nullptr) host_->release();
+      if (host_) (*host_)->second.sem.release();
+      leave_host();
     }
     slot(const slot&) = delete;
     slot& operator=(const slot&) = delete;
 
    private:
+    // Drops the host's entry once no request holds or waits for its slots: a session that talks to many hosts
+    // over time keeps entries only for those in use.
+    void leave_host() noexcept {
+      if (!host_) return;
+      std::lock_guard<std::mutex> lk(s_.hosts_mutex);
+      if (--(*host_)->second.users == 0) s_.hosts.erase(*host_);
+      host_.reset();
+    }
+
     session_state& s_;
-    semaphore* host_ = nullptr;
+    std::optional<std::map<std::string, host_slots>::iterator> host_;
   };
 
   // The request as libcurl will run it: session defaults, overridden by every field the request sets.
@@ -243,7 +286,8 @@ class session_state {
   session_options settings;
   semaphore in_flight;
   std::mutex hosts_mutex;
-  std::map<std::string, std::unique_ptr<semaphore>> hosts;
+  // The per-host limit's semaphores, by host_key(); an entry lives while requests hold or wait for its slots.
+  std::map<std::string, host_slots> hosts;
 };
 
 // A streamed body: a bounded buffer between the driver (producer) and the reading task.
