@@ -189,21 +189,34 @@ std::string host_key(std::string_view url) {
 struct host_slots {
   explicit host_slots(std::size_t n) : sem(n) {}
   semaphore sem;
-  std::size_t users = 0;  // guarded by session_state::hosts_mutex
+  std::size_t users = 0;  // guarded by session_limits::hosts_mutex
+};
+
+// A session's limits. Shared with every request's slot, so that a stream may outlive its session: the slot it
+// holds until the stream is gone stays valid.
+struct session_limits {
+  session_limits(std::size_t max_connections, std::size_t per_host)
+      : in_flight(std::max<std::size_t>(max_connections, 1)), max_per_host(per_host) {}
+  semaphore in_flight;
+  const std::size_t max_per_host;
+  std::mutex hosts_mutex;
+  // The per-host limit's semaphores, by host_key(); an entry lives while requests hold or wait for its slots.
+  std::map<std::string, host_slots> hosts;
 };
 
 class session_state {
  public:
   explicit session_state(session_options o)
-      : settings(std::move(o)), in_flight(std::max<std::size_t>(settings.max_connections, 1)) {}
+      : settings(std::move(o)),
+        limits(std::make_shared<session_limits>(settings.max_connections, settings.max_per_host)) {}
 
   // Holds one in-flight slot of the session (and of the host, with a per-host limit) for its lifetime.
   class slot {
    public:
-    slot(session_state& s, std::string_view url) : s_(s) {
-      if (s_.settings.max_per_host > 0) {
+    slot(session_state& s, std::string_view url) : s_(*s.limits), keep_(s.limits) {
+      if (s_.max_per_host > 0) {
         std::lock_guard<std::mutex> lk(s_.hosts_mutex);
-        auto [it, added] = s_.hosts.try_emplace(host_key(url), s_.settings.max_per_host);
+        auto [it, added] = s_.hosts.try_emplace(host_key(url), s_.max_per_host);
         ++it->second.users;
         host_ = it;
       }
@@ -238,7 +251,8 @@ class session_state {
       host_.reset();
     }
 
-    session_state& s_;
+    session_limits& s_;
+    std::shared_ptr<session_limits> keep_;  // keeps s_ alive: a stream's slot may outlive the session
     std::optional<std::map<std::string, host_slots>::iterator> host_;
   };
 
@@ -284,10 +298,7 @@ class session_state {
   }
 
   session_options settings;
-  semaphore in_flight;
-  std::mutex hosts_mutex;
-  // The per-host limit's semaphores, by host_key(); an entry lives while requests hold or wait for its slots.
-  std::map<std::string, host_slots> hosts;
+  std::shared_ptr<session_limits> limits;
 };
 
 // A streamed body: a bounded buffer between the driver (producer) and the reading task.
