@@ -359,6 +359,7 @@ struct transfer_impl {
   bool ever_paused = false;
   bool plain = false;                   // a plain request (see easy_profile)
   bool headers_done = false;            // the final response's headers are all in (see on_header)
+  bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
@@ -381,7 +382,7 @@ struct transfer_impl {
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
-    added = finished = paused = ever_paused = headers_done = false;
+    added = finished = paused = ever_paused = headers_done = aborted = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -391,7 +392,7 @@ struct transfer_impl {
   void end() noexcept {
     curl_slist_free_all(header_list);
     header_list = nullptr;
-    if (plain && finished && !ever_paused) {
+    if (plain && finished && !aborted && !ever_paused) {
       if (profile) configured_for = std::move(profile);  // else: reused as configured_for says
     } else {
       curl_easy_reset(easy);
@@ -709,6 +710,12 @@ void transfer::abort() noexcept {
   if (impl_->added) {
     curl_multi_remove_handle(impl_->driver->multi, impl_->easy);
     impl_->added = false;
+    // Finished, as a failure: whoever looks at the transfer again (a stream read after its task's timeout scope
+    // expired in an earlier read) gets an error instead of waiting for a transfer libcurl no longer runs.
+    impl_->aborted = true;
+    impl_->finished = true;
+    impl_->code = CURLE_ABORTED_BY_CALLBACK;
+    impl_->ended = std::chrono::steady_clock::now();
   }
 }
 
@@ -718,6 +725,10 @@ int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;
+  if (impl_->aborted) {
+    return "the transfer was aborted when its task was cancelled or a tendril::timeout expired while it waited; the "
+           "rest of the body cannot be read: request the URL again";
+  }
   std::string msg = curl_easy_strerror(c);
   if (impl_->error_buffer[0] != '\0' && msg != impl_->error_buffer)
     msg += " (" + std::string(impl_->error_buffer) + ")";
