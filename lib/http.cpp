@@ -3,6 +3,7 @@
 #include "tendril/http.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -467,7 +468,26 @@ class file_sink final : public tendril::detail::body_sink {
   std::uint64_t bytes_ = 0;
 };
 
-// A temporary file beside the destination, removed unless committed.
+// The process's file mode creation mask, read without changing it (/proc/self/status, Linux 4.7+); umask()'s
+// set-and-restore otherwise.
+mode_t current_umask() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "re")) {
+    char line[256];
+    unsigned mask = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr) {
+      found = std::sscanf(line, "Umask: %o", &mask) == 1;
+    }
+    std::fclose(f);
+    if (found) return static_cast<mode_t>(mask);
+  }
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  return mask;
+}
+
+// A temporary file beside the destination, removed unless committed. mkostemp() creates it 0600; commit() gives
+// it the mode a file created the usual way gets (0666 less the umask), as curl -o or an ofstream would.
 class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
@@ -489,6 +509,10 @@ class temp_file {
   temp_file& operator=(const temp_file&) = delete;
   int fd() const { return fd_; }
   void commit() {
+    if (::fchmod(fd_, 0666 & ~current_umask()) != 0) {
+      throw std::filesystem::filesystem_error("cannot set the download's permissions", path_,
+                                              std::error_code(errno, std::generic_category()));
+    }
     int rc = ::close(fd_);
     fd_ = -1;
     if (rc != 0) {
