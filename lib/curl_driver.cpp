@@ -358,6 +358,8 @@ struct transfer_impl {
   bool paused = false;
   bool ever_paused = false;
   bool plain = false;                   // a plain request (see easy_profile)
+  bool headers_done = false;            // the final response's headers are all in (see on_header)
+  bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   time_point started{};
@@ -380,7 +382,7 @@ struct transfer_impl {
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
-    added = finished = paused = ever_paused = false;
+    added = finished = paused = ever_paused = headers_done = aborted = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -390,7 +392,7 @@ struct transfer_impl {
   void end() noexcept {
     curl_slist_free_all(header_list);
     header_list = nullptr;
-    if (plain && finished && !ever_paused) {
+    if (plain && finished && !aborted && !ever_paused) {
       if (profile) configured_for = std::move(profile);  // else: reused as configured_for says
     } else {
       curl_easy_reset(easy);
@@ -457,6 +459,22 @@ struct transfer_impl {
     if (bytes >= 5 && std::memcmp(data, "HTTP/", 5) == 0) {
       t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
       t->expected_body = 0;
+      t->headers_done = false;
+      return bytes;
+    }
+    if (bytes <= 2 && (bytes == 0 || data[0] == '\r' || data[0] == '\n')) {
+      // The blank line ending a response's headers. If that response is the final one (not a 1xx, not a
+      // redirect libcurl will follow), a streaming reader may go on before any of the body arrives: a server may
+      // send the headers and hold the body back (a long poll, server-sent events).
+      long status = 0;
+      curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+      const bool interim = status < 200;
+      const bool redirect =
+          status >= 300 && status < 400 && t->request.follow_redirects && t->headers.contains("location");
+      if (!interim && !redirect) {
+        t->headers_done = true;
+        if (t->sink != nullptr) t->notify_owner();
+      }
       return bytes;
     }
     const char* end = data + bytes;
@@ -518,6 +536,7 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, driver);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, transfer_buffer_size);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);  // a proxy's CONNECT reply is not the response
     curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, request.follow_redirects ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, request.max_redirects);
@@ -534,8 +553,12 @@ struct transfer_impl {
     }
     for (const auto& [k, v] : request.headers) {
       std::string line = k;
-      line += ": ";
-      line += v;
+      if (v.find_first_not_of(" \t") == std::string::npos) {
+        line += ';';  // libcurl drops "Name:" with a blank value; "Name;" is how it sends an empty header
+      } else {
+        line += ": ";
+        line += v;
+      }
       curl_slist* l = curl_slist_append(header_list, line.c_str());
       if (l == nullptr) throw std::bad_alloc();
       header_list = l;
@@ -554,7 +577,68 @@ struct transfer_impl {
   }
 };
 
+namespace {
+
+// `s` for a message: NUL, CR and LF shown as escapes (a NUL would end what() early).
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\0') {
+      out += "\\0";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// An RFC 9110 token (a method or a header name): one or more of ALPHA, DIGIT and !#$%&'*+-.^_`|~.
+bool is_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    if (!alnum && std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// Rejects what libcurl would truncate at a NUL or put on the wire as it stands (a CR LF in a header value or a
+// method would inject headers or a second request): an http::error naming what to fix, before anything is sent.
+void check_request(const transfer_request& r) {
+  auto fail = [&](int code, const std::string& why) {
+    const std::string url = printable(r.url);
+    throw http::error(code, why, r.url, printable(r.method) + " " + url + ": " + why);
+  };
+  if (r.url.find('\0') != std::string::npos) fail(CURLE_URL_MALFORMAT, "the URL contains a NUL byte");
+  if (!is_token(r.method)) {
+    fail(CURLE_BAD_FUNCTION_ARGUMENT, "invalid HTTP method \"" + printable(r.method) +
+                                          "\": a method is a non-empty token such as GET or POST (no spaces or "
+                                          "control characters)");
+  }
+  for (const auto& [name, value] : r.headers) {
+    if (!is_token(name)) {
+      fail(CURLE_BAD_FUNCTION_ARGUMENT, "invalid request header name \"" + printable(name) +
+                                            "\": a header name is a non-empty token (no spaces, colons or control "
+                                            "characters)");
+    }
+    if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos) {
+      fail(CURLE_BAD_FUNCTION_ARGUMENT,
+           "the value of request header \"" + name + "\" contains a CR, LF or NUL byte (\"" + printable(value) + "\")");
+    }
+  }
+  if (r.ca_file.find('\0') != std::string::npos)
+    fail(CURLE_BAD_FUNCTION_ARGUMENT, "options::ca_file contains a NUL byte");
+  if (r.proxy.find('\0') != std::string::npos) fail(CURLE_BAD_FUNCTION_ARGUMENT, "options::proxy contains a NUL byte");
+}
+
+}  // namespace
+
 transfer::transfer(transfer_request request, body_sink* sink) {
+  check_request(request);
   curl_driver& d = driver();
   impl_.reset(d.acquire());
   transfer_impl& t = *impl_;
@@ -626,14 +710,25 @@ void transfer::abort() noexcept {
   if (impl_->added) {
     curl_multi_remove_handle(impl_->driver->multi, impl_->easy);
     impl_->added = false;
+    // Finished, as a failure: whoever looks at the transfer again (a stream read after its task's timeout scope
+    // expired in an earlier read) gets an error instead of waiting for a transfer libcurl no longer runs.
+    impl_->aborted = true;
+    impl_->finished = true;
+    impl_->code = CURLE_ABORTED_BY_CALLBACK;
+    impl_->ended = std::chrono::steady_clock::now();
   }
 }
 
 bool transfer::finished() const noexcept { return impl_->finished; }
+bool transfer::headers_done() const noexcept { return impl_->headers_done; }
 int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;
+  if (impl_->aborted) {
+    return "the transfer was aborted when its task was cancelled or a tendril::timeout expired while it waited; the "
+           "rest of the body cannot be read: request the URL again";
+  }
   std::string msg = curl_easy_strerror(c);
   if (impl_->error_buffer[0] != '\0' && msg != impl_->error_buffer)
     msg += " (" + std::string(impl_->error_buffer) + ")";

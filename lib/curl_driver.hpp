@@ -67,6 +67,8 @@ class transfer {
   void abort() noexcept;
 
   bool finished() const noexcept;
+  // Whether the final response's headers are all in (set before the first byte of its body).
+  bool headers_done() const noexcept;
   int code() const noexcept;  // CURLcode; 0 = success
   // libcurl's description of the failure, and a hint for the user.
   std::string describe_failure() const;

@@ -3,6 +3,7 @@
 #include "tendril/http.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <system_error>
 #include <tuple>
@@ -154,49 +156,105 @@ void add_headers(std::vector<std::pair<std::string, std::string>>& to,
   to.insert(to.end(), more.begin(), more.end());
 }
 
-// "scheme://host:port" of a URL, for the per-host limit.
+// "scheme://host:port" of a URL, for the per-host limit: lower-cased (scheme and host names are
+// case-insensitive), without user info, with the scheme's default port when none is given, so that every
+// spelling of one origin shares one limit.
 std::string host_key(std::string_view url) {
-  auto scheme_end = url.find("://");
-  std::size_t start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
-  auto end = url.find_first_of("/?#", start);
-  return std::string(url.substr(0, end));
+  const auto scheme_end = url.find("://");
+  auto lower = [](std::string_view v) {
+    std::string out(v);
+    for (char& c : out) c = lower_ascii(c);
+    return out;
+  };
+  const std::string scheme =
+      scheme_end == std::string_view::npos ? std::string("http") : lower(url.substr(0, scheme_end));
+  const std::size_t start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
+  std::string_view authority = url.substr(start, url.find_first_of("/?#", start) - start);
+  if (auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
+  std::string host = lower(authority);
+  const auto bracket = host.rfind(']');  // an IPv6 address: "[::1]:8080"
+  const auto colon = host.rfind(':');
+  bool has_port = colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+  if (has_port && colon + 1 == host.size()) {  // "host:" is "host"
+    host.pop_back();
+    has_port = false;
+  }
+  if (!has_port && scheme == "http") host += ":80";
+  if (!has_port && scheme == "https") host += ":443";
+  return scheme + "://" + host;
 }
 
 }  // namespace
 
+// One host's slots, and how many requests hold or wait for them.
+struct host_slots {
+  explicit host_slots(std::size_t n) : sem(n) {}
+  semaphore sem;
+  std::size_t users = 0;  // guarded by session_limits::hosts_mutex
+};
+
+// A session's limits. Shared with every request's slot, so that a stream may outlive its session: the slot it
+// holds until the stream is gone stays valid.
+struct session_limits {
+  session_limits(std::size_t max_connections, std::size_t per_host)
+      : in_flight(std::max<std::size_t>(max_connections, 1)), max_per_host(per_host) {}
+  semaphore in_flight;
+  const std::size_t max_per_host;
+  std::mutex hosts_mutex;
+  // The per-host limit's semaphores, by host_key(); an entry lives while requests hold or wait for its slots.
+  std::map<std::string, host_slots> hosts;
+};
+
 class session_state {
  public:
   explicit session_state(session_options o)
-      : settings(std::move(o)), in_flight(std::max<std::size_t>(settings.max_connections, 1)) {}
+      : settings(std::move(o)),
+        limits(std::make_shared<session_limits>(settings.max_connections, settings.max_per_host)) {}
 
   // Holds one in-flight slot of the session (and of the host, with a per-host limit) for its lifetime.
   class slot {
    public:
-    slot(session_state& s, std::string_view url) : s_(s) {
-      if (s_.settings.max_per_host > 0) {
+    slot(session_state& s, std::string_view url) : s_(*s.limits), keep_(s.limits) {
+      if (s_.max_per_host > 0) {
         std::lock_guard<std::mutex> lk(s_.hosts_mutex);
-        auto& sem = s_.hosts[host_key(url)];
-        if (!sem) sem = std::make_unique<semaphore>(s_.settings.max_per_host);
-        host_ = sem.get();
+        auto [it, added] = s_.hosts.try_emplace(host_key(url), s_.max_per_host);
+        ++it->second.users;
+        host_ = it;
       }
-      if (host_ != nullptr) host_->acquire();
       try {
-        s_.in_flight.acquire();
+        if (host_) (*host_)->second.sem.acquire();
+        try {
+          s_.in_flight.acquire();
+        } catch (...) {
+          if (host_) (*host_)->second.sem.release();
+          throw;
+        }
       } catch (...) {
-        if (host_ != nullptr) host_->release();
+        leave_host();
         throw;
       }
     }
     ~slot() {
       s_.in_flight.release();
-      if (host_ != nullptr) host_->release();
+      if (host_) (*host_)->second.sem.release();
+      leave_host();
     }
     slot(const slot&) = delete;
     slot& operator=(const slot&) = delete;
 
    private:
-    session_state& s_;
-    semaphore* host_ = nullptr;
+    // Drops the host's entry once no request holds or waits for its slots: a session that talks to many hosts
+    // over time keeps entries only for those in use.
+    void leave_host() noexcept {
+      if (!host_) return;
+      std::lock_guard<std::mutex> lk(s_.hosts_mutex);
+      if (--(*host_)->second.users == 0) s_.hosts.erase(*host_);
+      host_.reset();
+    }
+
+    session_limits& s_;
+    std::shared_ptr<session_limits> keep_;  // keeps s_ alive: a stream's slot may outlive the session
+    std::optional<std::map<std::string, host_slots>::iterator> host_;
   };
 
   // The request as libcurl will run it: session defaults, overridden by every field the request sets.
@@ -241,9 +299,7 @@ class session_state {
   }
 
   session_options settings;
-  semaphore in_flight;
-  std::mutex hosts_mutex;
-  std::map<std::string, std::unique_ptr<semaphore>> hosts;
+  std::shared_ptr<session_limits> limits;
 };
 
 // A streamed body: a bounded buffer between the driver (producer) and the reading task.
@@ -281,12 +337,14 @@ class stream_state final : public tendril::detail::body_sink {
     return result::consumed;
   }
 
+  // Returns once the final response's headers are in (or the transfer is over), not waiting for its body: a
+  // server may send the headers and hold the body back.
   void start() {
     transfer_.start();
-    while (!got_data_ && !transfer_.finished()) transfer_.wait();
-    // A failure after part of the body arrived is read()'s to report, after that part: whether the body was cut
-    // before or after this point must not depend on how fast the loop ran.
-    if (transfer_.finished() && transfer_.code() != 0 && !got_data_) throw_transfer_error(transfer_);
+    while (!responded() && !transfer_.finished()) transfer_.wait();
+    // A failure after the headers arrived is read()'s to report, after any body before it: whether the transfer
+    // failed before or after this point must not depend on how fast the loop ran.
+    if (transfer_.finished() && transfer_.code() != 0 && !responded()) throw_transfer_error(transfer_);
   }
 
   std::string read(std::size_t n) {
@@ -341,6 +399,7 @@ class stream_state final : public tendril::detail::body_sink {
 
  private:
   std::size_t buffered() const { return size_; }
+  bool responded() const { return got_data_ || transfer_.headers_done(); }
   // Moves up to into.size() buffered bytes to `into`.
   std::size_t take_into(std::span<char> into) {
     const std::size_t take = std::min(into.size(), size_);
@@ -409,7 +468,26 @@ class file_sink final : public tendril::detail::body_sink {
   std::uint64_t bytes_ = 0;
 };
 
-// A temporary file beside the destination, removed unless committed.
+// The process's file mode creation mask, read without changing it (/proc/self/status, Linux 4.7+); umask()'s
+// set-and-restore otherwise.
+mode_t current_umask() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "re")) {
+    char line[256];
+    unsigned mask = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr) {
+      found = std::sscanf(line, "Umask: %o", &mask) == 1;
+    }
+    std::fclose(f);
+    if (found) return static_cast<mode_t>(mask);
+  }
+  const mode_t mask = ::umask(022);
+  ::umask(mask);
+  return mask;
+}
+
+// A temporary file beside the destination, removed unless committed. mkostemp() creates it 0600; commit() gives
+// it the mode a file created the usual way gets (0666 less the umask), as curl -o or an ofstream would.
 class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
@@ -431,6 +509,10 @@ class temp_file {
   temp_file& operator=(const temp_file&) = delete;
   int fd() const { return fd_; }
   void commit() {
+    if (::fchmod(fd_, 0666 & ~current_umask()) != 0) {
+      throw std::filesystem::filesystem_error("cannot set the download's permissions", path_,
+                                              std::error_code(errno, std::generic_category()));
+    }
     int rc = ::close(fd_);
     fd_ = -1;
     if (rc != 0) {

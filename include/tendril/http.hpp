@@ -234,8 +234,9 @@ class TENDRIL_API session {
   // or cancellation (never a half-written file under the final name). A 4xx/5xx status is a failure
   // (status_error).
   download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
-  // Starts a GET and returns once the response headers are in; read the body with stream::read(). Throws
-  // http::error if the request fails before any of the body arrives (later failures are thrown by read()).
+  // Starts a GET and returns once the response headers are in (without waiting for the body); read the body with
+  // stream::read(). Throws http::error if the request fails before the headers arrive (later failures are thrown
+  // by read()).
   stream open(std::string_view url, const options& o = {});
 
   const session_options& settings() const noexcept;

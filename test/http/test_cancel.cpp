@@ -100,3 +100,43 @@ TEST_CASE("run() cancels a request its main task left running") {
   });
   CHECK(sw.elapsed() < generous(3s));
 }
+
+TEST_CASE("a stream read cut short by a timeout scope fails the next reads instead of hanging") {
+  // The timeout aborts the transfer; the stream stays usable as an object, and reading it again must report that
+  // it was aborted (it used to park forever, waiting for a transfer that was no longer in libcurl).
+  http::session s;
+  tendril::run([&] {
+    auto st = s.open(url("/stall"));  // 10 bytes, then nothing for 60 s
+    std::string got;
+    bool timed_out = false;
+    try {
+      tendril::timeout t(200ms);
+      for (std::string piece; !(piece = st.read(100)).empty();) got += piece;
+    } catch (const tendril::timeout_error&) {
+      timed_out = true;
+    }
+    REQUIRE(timed_out);
+    CHECK(got == expected_bytes(got.size()));
+    CHECK(st.status() == 200);
+    auto again = [&](auto&& read_once) {
+      auto t = tendril::spawn([&]() -> std::string {
+        try {
+          read_once();
+          return "no error";
+        } catch (const http::error& e) {
+          return e.what();
+        }
+      });
+      std::string what;
+      CHECK_NOTHROW(what = tendril::wait_for(t, generous(10s)));
+      return what;
+    };
+    const std::string w1 = again([&] { st.read(100); });
+    INFO("read(): " << w1);
+    CHECK(contains(w1, "aborted"));
+    CHECK(contains(w1, url("/stall")));
+    std::vector<char> buf(100);
+    CHECK(contains(again([&] { st.read_into(buf); }), "aborted"));
+    CHECK(contains(again([&] { st.read_all(); }), "aborted"));
+  });
+}

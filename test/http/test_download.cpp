@@ -1,4 +1,6 @@
 // Downloads to files: the content on success, and never a file (nor a temp file) left behind on failure.
+#include <sys/stat.h>
+
 #include <atomic>
 #include <string>
 #include <vector>
@@ -20,6 +22,24 @@ TEST_CASE("a successful download writes exactly the body under the destination n
   CHECK(r.elapsed > 0ns);
   CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
   CHECK(read_file(to) == expected_bytes(n));
+}
+
+TEST_CASE("a downloaded file has the permissions of a newly created file, not the temporary file's 0600") {
+  temp_dir dir;
+  const mode_t old_mask = ::umask(022);  // the test's own mask; restored below
+  const fs::path to = dir.path / "out.bin";
+  const fs::path plain = dir.path / "plain";
+  http::download(url("/bytes/10"), to);
+  { std::ofstream(plain) << "x"; }
+  const auto perms = fs::status(to).permissions();
+  ::umask(027);
+  const fs::path to2 = dir.path / "out2.bin";
+  http::download(url("/bytes/10"), to2);
+  const auto perms2 = fs::status(to2).permissions();
+  ::umask(old_mask);
+  CHECK(perms == fs::status(plain).permissions());
+  CHECK(perms == (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read));
+  CHECK(perms2 == (fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read));
 }
 
 TEST_CASE("a download replaces an existing file, follows redirects, and works from many tasks") {

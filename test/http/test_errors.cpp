@@ -50,6 +50,62 @@ TEST_CASE("a malformed URL is an http::error naming the URL") {
   CHECK(e.code() == 3);
 }
 
+TEST_CASE("a NUL byte in the URL is an http::error, not a request to the URL cut at the NUL") {
+  // libcurl takes a C string: "/status/200\0..." would silently fetch /status/200.
+  const long before = stats().requests;
+  const std::string u = url("/status/200") + std::string("\0/../status/404", 15);
+  auto e = expect_throw<http::error>([&] { http::get(u); });
+  INFO("what(): " << e.what());
+  CHECK(e.code() == 3);  // CURLE_URL_MALFORMAT
+  CHECK(e.url() == u);
+  CHECK(contains(e.what(), "NUL"));
+  CHECK(contains(e.what(), url("/status/200") + "\\0/../status/404"));
+  temp_dir dir;
+  CHECK_THROWS_AS(http::download(u, dir.path / "f"), http::error);
+  CHECK(dir.entries().empty());
+  CHECK_THROWS_AS(http::session().open(u), http::error);
+  CHECK(stats().requests == before + 1);  // only the stats() request itself reached the server
+}
+
+TEST_CASE("a method or request header that would inject into the request is an http::error") {
+  const long before = stats().requests;
+  SUBCASE("CR LF in a header value") {
+    http::options o;
+    o.headers = {{"X-A", "1\r\nX-Injected: yes"}};
+    auto e = expect_throw<http::error>([&] { http::get(url("/headers"), o); });
+    INFO("what(): " << e.what());
+    CHECK(e.code() == 43);  // CURLE_BAD_FUNCTION_ARGUMENT
+    CHECK(contains(e.what(), "X-A"));
+    CHECK(contains(e.what(), "\\r\\n"));
+  }
+  SUBCASE("a session's default header too") {
+    http::session_options so;
+    so.headers = {{"X-A", std::string("a\0b", 3)}};
+    http::session s(so);
+    auto e = expect_throw<http::error>([&] { s.get(url("/headers")); });
+    CHECK(e.code() == 43);
+  }
+  SUBCASE("bad header names") {
+    for (std::string name : {"", "X A", "X-A:", "X-A\r\nX-B"}) {
+      INFO("name: " << name);
+      http::options o;
+      o.headers = {{name, "v"}};
+      auto e = expect_throw<http::error>([&] { http::get(url("/headers"), o); });
+      CHECK(e.code() == 43);
+      CHECK(contains(e.what(), "header name"));
+    }
+  }
+  SUBCASE("bad methods") {
+    for (std::string m : {"", "HEAD ", "GET /x HTTP/1.1\r\nX-B: 1\r\n\r\nGET"}) {
+      INFO("method: " << m);
+      auto e = expect_throw<http::error>([&] { http::request(m, url("/headers")); });
+      CHECK(e.code() == 43);
+      CHECK(contains(e.what(), "method"));
+    }
+  }
+  CHECK(stats().requests == before + 1);  // nothing was sent (but stats() itself)
+}
+
 TEST_CASE("a refused connection is http::error code 7 with a hint") {
   const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/x";
   auto e = expect_throw<http::error>([&] { http::get(u); });

@@ -86,6 +86,29 @@ TEST_CASE("max_per_host limits each host separately") {
   CHECK(*std::max_element(b_done.begin(), b_done.end()) < *std::max_element(a_done.begin(), a_done.end()));
 }
 
+TEST_CASE("max_per_host counts spellings of one origin as one host") {
+  // Scheme and host names are case-insensitive and user info is not part of the host: these are two hosts
+  // (127.0.0.1 and localhost), so max_per_host = 1 runs the requests to each one after another.
+  http::session_options so;
+  so.max_per_host = 1;
+  http::session s(so);
+  const std::string port = std::to_string(server().http_port());
+  const std::vector<std::string> urls = {
+      url("/delay/0.3"), "HTTP://127.0.0.1:" + port + "/delay/0.3", "http://user@127.0.0.1:" + port + "/delay/0.3",
+      "http://LocalHost:" + port + "/delay/0.3", "http://localhost:" + port + "/delay/0.3"};
+  CHECK(stats().requests > 0);  // the server is up before the clock starts
+  stopwatch sw;
+  int ok = 0;
+  tendril::run([&] {
+    std::vector<tendril::task<void>> ts;
+    for (const auto& u : urls) ts.push_back(tendril::spawn([&] { ok += s.get(u).status == 200; }));
+    tendril::gather(ts);
+  });
+  CHECK(ok == 5);
+  // Two hosts (127.0.0.1 three times, localhost twice), one request at a time each: at least 3 × 0.3 s.
+  CHECK(sw.elapsed() >= 900ms);
+}
+
 TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") {
   http::session_options so;
   so.retries = 2;

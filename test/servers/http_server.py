@@ -25,9 +25,12 @@ mean: byte at offset i is (i * 7 + 3) % 256.
 
 Endpoints
 ---------
-GET  /bytes/<n>[?delay=<s>]     n pattern bytes (application/octet-stream),
+GET  /bytes/<n>[?delay=<s>][&wait=<w>]
+                                n pattern bytes (application/octet-stream),
                                 streamed in 64 KiB chunks; optional sleep
-                                of <s> seconds (float) before answering.
+                                of <s> seconds (float) before answering,
+                                and of <w> seconds between the headers
+                                and the body.
 GET  /delay/<s>                 sleeps <s> seconds, 200 "delayed <s>" (<s>
                                 echoed exactly as written in the path).
 GET  /status/<code>             that status (200..599), body "status <code>"
@@ -278,9 +281,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if head == "bytes" and arg is not None:
                 n = int(arg)
                 delay = self._float(q, "delay", 0.0)
+                wait = self._float(q, "wait", 0.0)
                 if delay > 0:
                     time.sleep(delay)
                 self._start(200, n, "application/octet-stream")
+                if wait > 0:
+                    time.sleep(wait)
                 self._write_pattern(0, n)
             elif head == "delay" and arg is not None:
                 secs = float(arg)
