@@ -599,8 +599,18 @@ stream::stream(stream&&) noexcept = default;
 stream& stream::operator=(stream&&) noexcept = default;
 stream::~stream() = default;
 
-std::string stream::read(std::size_t n) { return state_->read(n); }
-std::size_t stream::read_into(std::span<char> into) { return state_->read_into(into); }
+// The state of a stream that has not been moved from: using a moved-from stream is a usage_error (it was a null
+// dereference).
+detail::stream_state& stream::state() const {
+  if (!state_) {
+    throw usage_error(
+        "tendril::http::stream: this stream was moved from (its transfer belongs to the stream it was moved to)");
+  }
+  return *state_;
+}
+
+std::string stream::read(std::size_t n) { return state().read(n); }
+std::size_t stream::read_into(std::span<char> into) { return state().read_into(into); }
 
 std::string stream::read_all() {
   std::string all;
@@ -608,9 +618,9 @@ std::string stream::read_all() {
   return all;
 }
 
-long stream::status() const { return state_->xfer().status(); }
-const headers_map& stream::headers() const { return state_->xfer().headers(); }
-const std::string& stream::url() const { return state_->url(); }
+long stream::status() const { return state().xfer().status(); }
+const headers_map& stream::headers() const { return state().xfer().headers(); }
+const std::string& stream::url() const { return state().url(); }
 const stream& stream::raise_for_status() const {
   if (status() >= 400) throw status_error(status(), url());
   return *this;

@@ -195,10 +195,12 @@ class TENDRIL_API stream {
   const std::string& url() const;  // effective URL
   // Throws status_error for 4xx/5xx.
   const stream& raise_for_status() const;
+  // Every member but the destructor and assignment throws usage_error on a moved-from stream.
 
  private:
   friend class session;
   explicit stream(std::unique_ptr<detail::stream_state> s);
+  detail::stream_state& state() const;  // throws usage_error for a moved-from stream
   std::unique_ptr<detail::stream_state> state_;
 };
 

@@ -176,6 +176,20 @@ TEST_CASE("session::open streams the body: read(n) pieces concatenate to the bod
     auto st = s.open(url("/bytes/" + std::to_string(3 * n)));  // more than the stream's buffer
     CHECK(st.read_all() == expected_bytes(3 * n));
   }
+  SUBCASE("a moved-from stream throws usage_error; the stream it was moved to reads the body") {
+    auto st = s.open(url("/bytes/5000"));
+    http::stream moved = std::move(st);
+    char buf[16];
+    CHECK_THROWS_AS(st.read(10), tendril::usage_error);  // NOLINT(bugprone-use-after-move): the point
+    CHECK_THROWS_AS(st.read_into(std::span<char>(buf)), tendril::usage_error);
+    CHECK_THROWS_AS(st.read_all(), tendril::usage_error);
+    CHECK_THROWS_AS(st.status(), tendril::usage_error);
+    CHECK_THROWS_AS(st.headers(), tendril::usage_error);
+    CHECK_THROWS_AS(st.url(), tendril::usage_error);
+    CHECK_THROWS_AS(st.raise_for_status(), tendril::usage_error);
+    CHECK(moved.status() == 200);
+    CHECK(moved.read_all() == expected_bytes(5000));
+  }
   SUBCASE("a slow body, read in a task while another task ticks") {
     int ticks = 0;
     tendril::run([&] {
