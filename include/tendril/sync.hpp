@@ -320,8 +320,9 @@ class condition_variable {
 };
 
 // A channel between tasks (and threads): bounded by `capacity` items; capacity 0 is a rendezvous (push waits
-// until a pop takes the item). close() ends it: push() then throws channel_closed, and pop() returns the items
-// still buffered, then std::nullopt. Range-for pops until closed and drained.
+// until a pop takes the item; a push cancelled or timed out before that takes its item back). close() ends it: push()
+// then throws channel_closed, and pop() returns the items still buffered, then std::nullopt. Range-for pops until
+// closed and drained.
 template <class T>
 class channel {
  public:
@@ -339,7 +340,19 @@ class channel {
     not_empty_.notify_one();
     if (capacity_ == 0) {
       // Rendezvous: wait until a receiver has taken this item (or the channel closed: the item stays for pop()).
-      while (popped_ < ticket && !closed_) taken_.wait(lk);
+      try {
+        while (popped_ < ticket && !closed_) taken_.wait(lk);
+      } catch (...) {
+        // Cancelled, or a timeout scope expired, before a receiver took the item: take it back, so that a push()
+        // that throws never delivers. A rendezvous channel buffers one item at a time: this one. Counting it as
+        // popped keeps the later pushers' tickets in step. (wait() relocked lk.)
+        if (popped_ < ticket) {
+          buffer_.pop_back();
+          ++popped_;
+          not_full_.notify_one();
+        }
+        throw;
+      }
     }
   }
   // Adds v if there is room now; false if full or closed.

@@ -266,6 +266,32 @@ TEST_CASE("a rendezvous channel: push returns only after a pop took the item") {
   });
 }
 
+TEST_CASE("a rendezvous push cancelled or timed out before a pop took its item takes the item back") {
+  tendril::run([] {
+    tendril::channel<int> ch(0);
+    SUBCASE("cancelled") {
+      auto pusher = tendril::spawn([&] { ch.push(1); });
+      tendril::yield();
+      CHECK_FALSE(pusher.done());
+      pusher.cancel();
+      CHECK_THROWS_AS(pusher.get(), tendril::task_cancelled);
+    }
+    SUBCASE("a timeout scope expired") {
+      auto pusher = tendril::spawn([&] {
+        tendril::timeout t(20ms);
+        ch.push(1);
+      });
+      CHECK_THROWS_AS(pusher.get(), tendril::timeout_error);
+    }
+    CHECK(ch.size() == 0);
+    CHECK_FALSE(ch.try_pop().has_value());  // the failed push delivered nothing
+    // The channel still works: the next push meets a pop, in order.
+    auto pusher2 = tendril::spawn([&] { ch.push(2); });
+    CHECK(ch.pop() == 2);
+    pusher2.get();
+  });
+}
+
 TEST_CASE("close ends a channel: range-for drains what is buffered, then stops") {
   tendril::run([] {
     tendril::channel<int> ch(5);
