@@ -162,8 +162,8 @@ void add_headers(std::vector<std::pair<std::string, std::string>>& to,
 std::string host_key(std::string_view url) {
   const auto scheme_end = url.find("://");
   auto lower = [](std::string_view v) {
-    std::string out(v);
-    for (char& c : out) c = lower_ascii(c);
+    std::string out(v.size(), '\0');
+    lower_ascii_copy(v.data(), v.size(), out.data());
     return out;
   };
   const std::string scheme =

@@ -667,16 +667,7 @@ void task_base::rethrow_if_failed() {
   if (e) std::rethrow_exception(e);
 }
 
-void task_base::on_done(std::function<void()> callback) {
-  {
-    std::lock_guard<spin_mutex> lk(mutex_);
-    if (!done()) {
-      callbacks_.emplace_back(0, std::move(callback));
-      return;
-    }
-  }
-  task_runner::run_callback(*this, callback);
-}
+void task_base::on_done(std::function<void()> callback) { (void)on_done_removable(std::move(callback)); }
 
 std::uint64_t task_base::on_done_removable(std::function<void()> callback) {
   {

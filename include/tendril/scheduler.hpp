@@ -116,7 +116,7 @@ class TENDRIL_API task_base {
   std::string name_;
   mutable spin_mutex mutex_;
   wait_queue done_waiters_;
-  std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks_;  // key 0: not removable
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks_;  // each with its key
   std::uint64_t last_callback_key_ = 0;
   std::exception_ptr error_;
   // The task's context (at the top of its stack) from spawn until it finishes. Set by the spawning thread before
