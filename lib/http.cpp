@@ -160,7 +160,11 @@ void add_headers(std::vector<std::pair<std::string, std::string>>& to,
 // case-insensitive), without user info, with the scheme's default port when none is given, so that every
 // spelling of one origin shares one limit.
 std::string host_key(std::string_view url) {
-  const auto scheme_end = url.find("://");
+  // A "://" is the end of a scheme only before the first "/", "?" or "#": a URL without one (libcurl reads
+  // "host:port/path" as http) may carry "://" in its path, query or fragment.
+  auto scheme_end = url.find("://");
+  if (scheme_end != std::string_view::npos && url.find_first_of("/?#") < scheme_end)
+    scheme_end = std::string_view::npos;
   auto lower = [](std::string_view v) {
     std::string out(v.size(), '\0');
     lower_ascii_copy(v.data(), v.size(), out.data());

@@ -109,6 +109,26 @@ TEST_CASE("max_per_host counts spellings of one origin as one host") {
   CHECK(sw.elapsed() >= 900ms);
 }
 
+TEST_CASE("max_per_host finds the host of a URL without a scheme, whatever its query holds") {
+  // libcurl takes "host:port/path" as http://host:port/path. A "://" in the query is not the end of a scheme: these
+  // three requests all go to 127.0.0.1, so max_per_host = 1 runs them one after another.
+  http::session_options so;
+  so.max_per_host = 1;
+  http::session s(so);
+  const std::string base = "127.0.0.1:" + std::to_string(server().http_port()) + "/delay/0.3";
+  const std::vector<std::string> urls = {base, base + "?next=http://one.example/", base + "?next=https://two.example/"};
+  CHECK(stats().requests > 0);  // the server is up before the clock starts
+  stopwatch sw;
+  int ok = 0;
+  tendril::run([&] {
+    std::vector<tendril::task<void>> ts;
+    for (const auto& u : urls) ts.push_back(tendril::spawn([&] { ok += s.get(u).status == 200; }));
+    tendril::gather(ts);
+  });
+  CHECK(ok == 3);
+  CHECK(sw.elapsed() >= 900ms);
+}
+
 TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") {
   http::session_options so;
   so.retries = 2;
