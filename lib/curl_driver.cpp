@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -81,6 +82,19 @@ bool is_plain(const transfer_request& r) noexcept {
   return r.method == "GET" && r.headers.empty() && r.body.empty() && !r.on_progress;
 }
 
+// Whether any of the variables libcurl 7.88 consults for an http or https URL names a proxy: <scheme>_proxy (and
+// HTTPS_PROXY; never HTTP_PROXY, see libcurl's url.c), all_proxy and ALL_PROXY. libcurl reads them, and
+// no_proxy/NO_PROXY, with getenv() for every connection it sets up: five calls per request, each a walk through the
+// whole environment. When none is set, a request gets CURLOPT_PROXY "" and CURLOPT_NOPROXY "" ("no proxy", the
+// same outcome) and libcurl looks no further.
+bool proxy_environment_set() noexcept {
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') return true;
+  }
+  return false;
+}
+
 // One per fd number the driver has seen, kept for the driver's lifetime (fd numbers are small and reused).
 // Connection sockets are opened and closed through the driver's own callbacks, so it knows when such an fd is
 // closed; their epoll registration is therefore kept while a connection idles in libcurl's cache between two
@@ -111,6 +125,9 @@ struct curl_driver {
   std::shared_ptr<task_base> service;
   std::vector<transfer_impl*> spare;  // finished transfers, each with its easy handle, for reuse
   int running = 0;
+  // Whether a proxy environment variable libcurl reads for HTTP(S) was set when this driver started (see
+  // proxy_environment_set()). If none was, requests without options::proxy tell libcurl so.
+  bool environment_proxies = false;
 
   curl_driver();
   ~curl_driver();
@@ -279,6 +296,7 @@ curl_driver::curl_driver() {
     ::signal(SIGPIPE, SIG_IGN);
   });
   loop = &reactor::current();
+  environment_proxies = proxy_environment_set();
   multi = curl_multi_init();
   if (multi == nullptr) throw std::runtime_error("tendril: curl_multi_init failed");
   curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &on_socket);
@@ -543,7 +561,12 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, request.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, request.verify_tls ? 2L : 0L);
     if (!request.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, request.ca_file.c_str());
-    if (!request.proxy.empty()) curl_easy_setopt(e, CURLOPT_PROXY, request.proxy.c_str());
+    if (!request.proxy.empty()) {
+      curl_easy_setopt(e, CURLOPT_PROXY, request.proxy.c_str());
+    } else if (!driver->environment_proxies) {
+      curl_easy_setopt(e, CURLOPT_PROXY, "");
+      curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
     if (request.timeout) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, to_ms(request.timeout));
     if (request.connect_timeout) curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, to_ms(request.connect_timeout));
     if (request.on_progress) {

@@ -109,7 +109,9 @@ struct options {
   bool verify_tls = true;
   // A PEM file of CA certificates to trust instead of the system's.
   std::string ca_file;
-  // Proxy URL ("http://host:port", "socks5://..."); empty: none (libcurl still honours http_proxy variables).
+  // Proxy URL ("http://host:port", "socks5://..."). Empty: the environment's, as libcurl reads it (http_proxy,
+  // https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY, no_proxy/NO_PROXY), provided one of those proxy variables was set
+  // when the thread made its first HTTP request; if none was, the thread never looks again (set them before).
   std::string proxy;
   // Called as data moves; return false to abort the transfer (it then fails with http::error).
   std::function<bool(const progress&)> on_progress;
