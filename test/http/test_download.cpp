@@ -162,3 +162,55 @@ TEST_CASE("a download into a missing directory fails with a filesystem_error nam
   }
   CHECK(dir.entries().empty());
 }
+
+TEST_CASE("a download to a directory fails before anything is sent, naming the path, and leaves nothing") {
+  temp_dir dir;
+  const fs::path sub = dir.path / "sub";
+  REQUIRE(fs::create_directory(sub));
+  fs::path to;
+  SUBCASE("an existing directory") { to = sub; }
+  SUBCASE("an existing directory, spelled with a trailing slash") { to = sub / ""; }
+  const long requests_before = stats().requests;
+  try {
+    http::download(url("/bytes/300000"), to);
+    FAIL("no exception");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(e.code() == std::errc::is_a_directory);
+    CHECK(contains(e.what(), sub.string()));
+    CHECK(contains(e.what(), "directory"));
+  }
+  // The server saw only the two /stats requests: the download itself was never sent.
+  CHECK(stats().requests == requests_before + 1);
+  CHECK(dir.entries() == std::vector<std::string>{"sub"});
+  CHECK(fs::is_empty(sub));
+}
+
+TEST_CASE("a download into a bad directory fails at once, without waiting for a slot of its session") {
+  temp_dir dir;
+  fs::path bad;
+  std::errc why{};
+  SUBCASE("a missing directory") {
+    bad = dir.path / "missing";
+    why = std::errc::no_such_file_or_directory;
+  }
+  SUBCASE("a regular file as the directory") {
+    bad = dir.path / "file";
+    { std::ofstream(bad) << "x"; }
+    why = std::errc::not_a_directory;
+  }
+  http::session_options so;
+  so.max_connections = 1;
+  http::session s(so);
+  tendril::run([&] {
+    auto busy = s.open(url("/stall"));      // holds the session's only slot while it lives
+    tendril::timeout guard(generous(10s));  // the old code waited here for that slot
+    try {
+      s.download(url("/bytes/10"), bad / "out.bin");
+      FAIL("no exception");
+    } catch (const fs::filesystem_error& e) {
+      CHECK(e.code() == why);
+      CHECK(contains(e.what(), bad.string()));
+    }
+  });
+  CHECK(dir.entries().size() == (why == std::errc::not_a_directory ? 1U : 0U));
+}
