@@ -538,6 +538,14 @@ class temp_file {
       throw std::filesystem::filesystem_error("cannot set the download's permissions", path_,
                                               std::error_code(errno, std::generic_category()));
     }
+    // The data reaches the disk before the file appears under its final name: after a crash or a power loss the
+    // destination holds the old file or the whole new one, never the new name over missing data (a file system
+    // with delayed allocation may otherwise commit the rename before the data). One call per download; the
+    // directory is not synced, so a crash right after the rename may still find the old file there.
+    if (::fdatasync(fd_) != 0) {
+      throw std::filesystem::filesystem_error("cannot flush the download to disk (fdatasync)", dest_, path_,
+                                              std::error_code(errno, std::generic_category()));
+    }
     int rc = ::close(fd_);
     fd_ = -1;
     if (rc != 0) {
