@@ -174,7 +174,10 @@ class session_state;
 
 // A body being received: read(n) suspends the task until data arrives. At most ~1 MiB is buffered: when the
 // reader falls behind, the transfer is paused (backpressure), so memory stays bounded whatever the body size.
-// Destroying an unfinished stream aborts its transfer.
+// Destroying an unfinished stream aborts its transfer. The transfer runs on the event loop of the thread that
+// opened the stream: read it on that thread. A stream that outlives that thread (moved to another thread, or held
+// in a static destroyed after main() returns) may still be destroyed; its transfer, if still running, was aborted
+// when the thread exited, and reads throw http::error (after the data that had arrived).
 class TENDRIL_API stream {
  public:
   stream(stream&&) noexcept;
