@@ -124,6 +124,7 @@ struct curl_driver {
   waiter* parked = nullptr;            // the driver task, when parked
   std::shared_ptr<task_base> service;
   std::vector<transfer_impl*> spare;  // finished transfers, each with its easy handle, for reuse
+  transfer_impl* in_use = nullptr;    // transfers owned by a live transfer object (list through in_use_next)
   int running = 0;
   // Whether a proxy environment variable libcurl reads for HTTP(S) was set when this driver started (see
   // proxy_environment_set()). If none was, requests without options::proxy tell libcurl so.
@@ -180,6 +181,8 @@ struct curl_driver {
   transfer_impl* acquire();
   // Back to the pool (or freed when the pool is full).
   void release(transfer_impl* t) noexcept;
+  // Detaches every transfer still owned by a transfer object (see ~curl_driver).
+  void orphan_in_use() noexcept;
 };
 
 thread_local curl_driver* tl_driver = nullptr;
@@ -378,8 +381,12 @@ struct transfer_impl {
   bool plain = false;                   // a plain request (see easy_profile)
   bool headers_done = false;            // the final response's headers are all in (see on_header)
   bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
+  bool orphaned = false;                // its driver was destroyed (thread exit) while a transfer object owned it
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
+  // Links in curl_driver::in_use, while a transfer object owns this transfer.
+  transfer_impl* in_use_prev = nullptr;
+  transfer_impl* in_use_next = nullptr;
   time_point started{};
   time_point ended{};
 
@@ -689,6 +696,7 @@ transfer::~transfer() {
   abort();
   impl_->end();
   curl_driver* d = impl_->driver;
+  if (d == nullptr) return;  // orphaned: its driver is gone; impl_ frees the transfer and its easy handle
   d->release(impl_.release());
 }
 
@@ -748,6 +756,11 @@ int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;
+  if (impl_->orphaned && impl_->aborted) {
+    return "the transfer was aborted when the thread that started it exited (a thread's transfers end with its "
+           "event loop); the rest of the body cannot be read: finish reading a stream on the thread that opened it, "
+           "before that thread exits (or returns from main())";
+  }
   if (impl_->aborted) {
     return "the transfer was aborted when its task was cancelled or a tendril::timeout expired while it waited; the "
            "rest of the body cannot be read: request the URL again";
@@ -818,6 +831,7 @@ duration transfer::elapsed() const noexcept {
 const transfer_request& transfer::request() const noexcept { return impl_->request; }
 
 curl_driver::~curl_driver() {
+  orphan_in_use();
   curl_multi_cleanup(multi);  // closes cached connections (through on_close_socket)
   for (auto& st : sockets) {
     if (st) unregister(*st);
@@ -826,19 +840,32 @@ curl_driver::~curl_driver() {
 }
 
 transfer_impl* curl_driver::acquire() {
+  transfer_impl* t = nullptr;
   if (!spare.empty()) {
-    transfer_impl* t = spare.back();
+    t = spare.back();
     spare.pop_back();
-    return t;
+  } else {
+    auto fresh = std::make_unique<transfer_impl>();
+    fresh->driver = this;
+    fresh->easy = curl_easy_init();
+    if (fresh->easy == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
+    t = fresh.release();
   }
-  auto t = std::make_unique<transfer_impl>();
-  t->driver = this;
-  t->easy = curl_easy_init();
-  if (t->easy == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
-  return t.release();
+  t->in_use_prev = nullptr;
+  t->in_use_next = in_use;
+  if (in_use != nullptr) in_use->in_use_prev = t;
+  in_use = t;
+  return t;
 }
 
 void curl_driver::release(transfer_impl* t) noexcept {
+  if (t->in_use_prev != nullptr) {
+    t->in_use_prev->in_use_next = t->in_use_next;
+  } else {
+    in_use = t->in_use_next;
+  }
+  if (t->in_use_next != nullptr) t->in_use_next->in_use_prev = t->in_use_prev;
+  t->in_use_prev = t->in_use_next = nullptr;
   if (spare.size() < easy_pool_limit) {
     try {
       spare.push_back(t);
@@ -847,6 +874,32 @@ void curl_driver::release(transfer_impl* t) noexcept {
     }
   }
   delete t;
+}
+
+// A transfer object may outlive its thread's driver: an http::stream moved to another thread, or kept in a static
+// that is destroyed after main() returned (the driver goes at thread exit, see driver()). Its transfer_impl points
+// at the driver and its easy handle may still be in the multi handle; once the driver is freed, the transfer
+// object's destructor (abort(), release()) and its reads (unpause(), the driver's wake()) would use freed memory.
+// So before the multi handle goes, every transfer still owned by a transfer object is taken out of libcurl,
+// finished as aborted if it was running (a read then throws http::error saying why, after the data already
+// buffered), and cut loose: driver = null, which the transfer's members check. Every task of the thread has been
+// cancelled and joined by now, so no one is parked on these transfers.
+void curl_driver::orphan_in_use() noexcept {
+  while (transfer_impl* t = in_use) {
+    in_use = t->in_use_next;
+    if (t->added) curl_multi_remove_handle(multi, t->easy);  // closes its connection through on_close_socket
+    t->added = false;
+    if (!t->finished) {
+      t->finished = true;
+      t->aborted = true;
+      t->code = CURLE_ABORTED_BY_CALLBACK;
+      t->ended = std::chrono::steady_clock::now();
+    }
+    t->orphaned = true;
+    t->parked = nullptr;
+    t->driver = nullptr;
+    t->in_use_prev = t->in_use_next = nullptr;
+  }
 }
 
 void curl_driver::collect_finished() {

@@ -5,6 +5,12 @@
 
 namespace tendril {
 
+namespace {
+// Set on a worker whose own job destroyed its pool (see ~thread_pool): work() must then return without touching
+// the pool. A worker thread belongs to one pool, so one flag per thread is enough.
+thread_local bool tl_pool_destroyed_by_job = false;
+}  // namespace
+
 thread_pool::thread_pool(std::size_t threads) {
   threads = std::max<std::size_t>(threads, 1);
   workers_.reserve(threads);
@@ -17,7 +23,22 @@ thread_pool::~thread_pool() {
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& w : workers_) w.join();
+  // Destroyed by one of its own jobs: that worker cannot join itself (std::system_error, then std::terminate from
+  // this noexcept destructor). It helps finish the queue (work() returns once the queue is empty, stopping_ being
+  // set), the others are joined, and it is detached: it finishes the job that destroyed the pool and exits,
+  // touching the pool no more (tl_pool_destroyed_by_job).
+  const std::thread::id self = std::this_thread::get_id();
+  const auto own =
+      std::find_if(workers_.begin(), workers_.end(), [&](const std::thread& w) { return w.get_id() == self; });
+  if (own != workers_.end()) work();
+  for (auto& w : workers_) {
+    if (w.get_id() == self) {
+      w.detach();
+    } else {
+      w.join();
+    }
+  }
+  if (own != workers_.end()) tl_pool_destroyed_by_job = true;
 }
 
 void thread_pool::enqueue(std::function<void()> job) {
@@ -40,6 +61,10 @@ void thread_pool::work() {
       jobs_.pop_front();
     }
     job();  // exceptions are captured into the job's promise by submit()
+    if (tl_pool_destroyed_by_job) {
+      tl_pool_destroyed_by_job = false;
+      return;  // the job destroyed the pool (see ~thread_pool)
+    }
   }
 }
 

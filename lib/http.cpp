@@ -490,6 +490,31 @@ mode_t current_umask() {
   return mask;
 }
 
+// Rejects, before anything is sent (and before waiting for a slot of the session), a destination the download
+// could never be written to: a path that names a directory (an existing one, or one with no file name such as
+// "dir/"), or whose directory is missing, not a directory, or not writable. Without this, a directory destination
+// was only found out by the final rename(), after the whole body had been transferred; a bad directory, by the
+// temporary file's creation after a wait for a slot. The path itself is looked at (lstat): a symbolic link to a
+// directory is replaced by the file, as rename() does.
+void check_destination(const std::filesystem::path& to) {
+  auto fail = [](const char* what, const std::filesystem::path& p, int err) {
+    throw std::filesystem::filesystem_error(what, p, std::error_code(err, std::generic_category()));
+  };
+  if (!to.has_filename()) {
+    fail("cannot download to a path with no file name (name the file: dir / \"name\")", to, EISDIR);
+  }
+  struct stat st {};
+  if (::lstat(to.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fail("cannot download to an existing directory (name the file: dir / \"name\")", to, EISDIR);
+  }
+  const std::filesystem::path dir = to.has_parent_path() ? to.parent_path() : std::filesystem::path(".");
+  if (::stat(dir.c_str(), &st) != 0) fail("cannot download into this directory", dir, errno);
+  if (!S_ISDIR(st.st_mode)) fail("cannot download into this directory", dir, ENOTDIR);
+  if (::faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
+    fail("cannot create the download's file in this directory", dir, errno);
+  }
+}
+
 // A temporary file beside the destination, removed unless committed. mkostemp() creates it 0600; commit() gives
 // it the mode a file created the usual way gets (0666 less the umask), as curl -o or an ofstream would.
 class temp_file {
@@ -515,6 +540,14 @@ class temp_file {
   void commit() {
     if (::fchmod(fd_, 0666 & ~current_umask()) != 0) {
       throw std::filesystem::filesystem_error("cannot set the download's permissions", path_,
+                                              std::error_code(errno, std::generic_category()));
+    }
+    // The data reaches the disk before the file appears under its final name: after a crash or a power loss the
+    // destination holds the old file or the whole new one, never the new name over missing data (a file system
+    // with delayed allocation may otherwise commit the rename before the data). One call per download; the
+    // directory is not synced, so a crash right after the rename may still find the old file there.
+    if (::fdatasync(fd_) != 0) {
+      throw std::filesystem::filesystem_error("cannot flush the download to disk (fdatasync)", dest_, path_,
                                               std::error_code(errno, std::generic_category()));
     }
     int rc = ::close(fd_);
@@ -572,6 +605,7 @@ response session::post(std::string_view url, std::string body, const options& o)
 }
 
 download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
+  detail::check_destination(to);
   return state_->with_retries("GET", [&](bool) {
     detail::session_state::slot slot(*state_, url);
     detail::temp_file file(to);

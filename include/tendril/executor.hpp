@@ -34,6 +34,10 @@ class TENDRIL_API thread_pool {
   // Starts `threads` worker threads (at least 1).
   explicit thread_pool(std::size_t threads);
   // Finishes every queued job, then joins the workers (shutdown(wait=True)).
+  // Destroyed from inside one of its own jobs (the job deletes the pool that runs it), the destructor still
+  // returns normally: that worker runs the queued jobs left, the other workers are joined, and that worker is
+  // detached instead of joining itself; it finishes the job that destroyed the pool, then exits without touching
+  // the pool. The job must not use the pool after destroying it.
   ~thread_pool();
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;

@@ -176,7 +176,10 @@ class session_state;
 
 // A body being received: read(n) suspends the task until data arrives. At most ~1 MiB is buffered: when the
 // reader falls behind, the transfer is paused (backpressure), so memory stays bounded whatever the body size.
-// Destroying an unfinished stream aborts its transfer.
+// Destroying an unfinished stream aborts its transfer. The transfer runs on the event loop of the thread that
+// opened the stream: read it on that thread. A stream that outlives that thread (moved to another thread, or held
+// in a static destroyed after main() returns) may still be destroyed; its transfer, if still running, was aborted
+// when the thread exited, and reads throw http::error (after the data that had arrived).
 class TENDRIL_API stream {
  public:
   stream(stream&&) noexcept;
@@ -236,7 +239,10 @@ class TENDRIL_API session {
   response request(std::string_view method, std::string_view url, std::string body = {}, const options& o = {});
   // Streams the body into a temporary file beside `to`, renames it to `to` on success, removes it on any failure
   // or cancellation (never a half-written file under the final name). A 4xx/5xx status is a failure
-  // (status_error).
+  // (status_error). Throws std::filesystem::filesystem_error naming the path, before anything is sent, when `to`
+  // is an existing directory or has no file name, or its directory is missing, not a directory or not writable;
+  // and when the temporary file cannot be written or flushed to disk (it is fdatasync()ed before the rename, so a
+  // completed download is durable before it appears under its final name).
   download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
   // Starts a GET and returns once the response headers are in (without waiting for the body); read the body with
   // stream::read(). Throws http::error if the request fails before the headers arrive (later failures are thrown

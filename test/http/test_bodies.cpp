@@ -1,5 +1,7 @@
 // Request bodies and headers, and streamed response bodies (session::open).
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -323,6 +325,46 @@ TEST_CASE("a stream may outlive the session that opened it") {
     auto st = open_alone(url("/slow/100000?chunk=1000&interval=0.01"));
     CHECK(st.read(10).size() <= 10);
   }  // dropped unfinished: aborted, its slot released
+  CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
+}
+
+TEST_CASE("a stream that outlives the thread that opened it: reads say why, destroying it is safe") {
+  // A thread's transfers run on its own curl driver, which is destroyed when the thread exits; a stream moved out
+  // of the thread outlives it. Its destructor removed the transfer from the freed driver's multi handle and its
+  // reads waited on the freed driver (use-after-free under ASan; a read that never returned otherwise).
+  const std::string slow = url("/slow/1000000?chunk=1000&interval=0.01");  // about 10 s of body
+  std::optional<http::stream> st;
+  long status_in_thread = 0;
+  std::thread th([&] {
+    tendril::run([&] {
+      http::session s;
+      http::stream opened = s.open(slow);
+      status_in_thread = opened.status();
+      st.emplace(std::move(opened));
+    });
+  });
+  th.join();
+  REQUIRE(st.has_value());
+  CHECK(status_in_thread == 200);
+  CHECK(st->status() == 200);  // what arrived before the thread exited is still there
+  SUBCASE("a read gives what was buffered, then http::error saying the thread exited") {
+    tendril::timeout guard(generous(30s));  // the old code waited here forever
+    std::size_t got = 0;
+    try {
+      for (std::string piece; !(piece = st->read(1 << 20)).empty();) got += piece.size();
+      FAIL("the body ended; it cannot have been complete");
+    } catch (const http::error& e) {
+      CHECK(e.code() == 42);
+      CHECK(contains(e.what(), "thread that started it exited"));
+      CHECK(contains(e.what(), slow));
+    }
+    CHECK(got < 1000000);
+    std::vector<char> buf(10);
+    CHECK_THROWS_AS(st->read_into(buf), http::error);
+  }
+  SUBCASE("destroying it without reading") {}
+  st.reset();  // the old code's destructor used the freed driver here
+  // This thread's own transfers are unaffected.
   CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
 }
 

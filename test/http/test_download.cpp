@@ -1,7 +1,12 @@
 // Downloads to files: the content on success, and never a file (nor a temp file) left behind on failure.
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -9,6 +14,32 @@
 #include "tendril/wait.hpp"
 
 using namespace http_test;
+
+// fdatasync() as libtendril.so calls it: this executable's definition interposes libc's (test_http is linked with
+// export_dynamic so that the library's reference binds to it). It counts the calls, notes the file each was for,
+// and fails with fdatasync_errno when that is set; otherwise it does the real system call.
+namespace {
+std::atomic<int> fdatasync_calls{0};
+std::atomic<int> fdatasync_errno{0};
+std::mutex fdatasync_mutex;
+std::string fdatasync_path;  // the file of the last call (guarded by fdatasync_mutex)
+}  // namespace
+
+extern "C" int fdatasync(int fd) {
+  ++fdatasync_calls;
+  char target[PATH_MAX];
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+  {
+    std::lock_guard<std::mutex> lk(fdatasync_mutex);
+    fdatasync_path.assign(target, n > 0 ? static_cast<std::size_t>(n) : 0);
+  }
+  if (const int e = fdatasync_errno.load()) {
+    errno = e;
+    return -1;
+  }
+  return static_cast<int>(::syscall(SYS_fdatasync, fd));
+}
 
 TEST_CASE("a successful download writes exactly the body under the destination name") {
   temp_dir dir;
@@ -161,4 +192,96 @@ TEST_CASE("a download into a missing directory fails with a filesystem_error nam
     CHECK(contains(e.what(), (dir.path / "missing").string()));
   }
   CHECK(dir.entries().empty());
+}
+
+TEST_CASE("a download to a directory fails before anything is sent, naming the path, and leaves nothing") {
+  temp_dir dir;
+  const fs::path sub = dir.path / "sub";
+  REQUIRE(fs::create_directory(sub));
+  fs::path to;
+  SUBCASE("an existing directory") { to = sub; }
+  SUBCASE("an existing directory, spelled with a trailing slash") { to = sub / ""; }
+  const long requests_before = stats().requests;
+  try {
+    http::download(url("/bytes/300000"), to);
+    FAIL("no exception");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(e.code() == std::errc::is_a_directory);
+    CHECK(contains(e.what(), sub.string()));
+    CHECK(contains(e.what(), "directory"));
+  }
+  // The server saw only the two /stats requests: the download itself was never sent.
+  CHECK(stats().requests == requests_before + 1);
+  CHECK(dir.entries() == std::vector<std::string>{"sub"});
+  CHECK(fs::is_empty(sub));
+}
+
+TEST_CASE("a download into a bad directory fails at once, without waiting for a slot of its session") {
+  temp_dir dir;
+  fs::path bad;
+  std::errc why{};
+  SUBCASE("a missing directory") {
+    bad = dir.path / "missing";
+    why = std::errc::no_such_file_or_directory;
+  }
+  SUBCASE("a regular file as the directory") {
+    bad = dir.path / "file";
+    { std::ofstream(bad) << "x"; }
+    why = std::errc::not_a_directory;
+  }
+  http::session_options so;
+  so.max_connections = 1;
+  http::session s(so);
+  tendril::run([&] {
+    auto busy = s.open(url("/stall"));      // holds the session's only slot while it lives
+    tendril::timeout guard(generous(10s));  // the old code waited here for that slot
+    try {
+      s.download(url("/bytes/10"), bad / "out.bin");
+      FAIL("no exception");
+    } catch (const fs::filesystem_error& e) {
+      CHECK(e.code() == why);
+      CHECK(contains(e.what(), bad.string()));
+    }
+  });
+  CHECK(dir.entries().size() == (why == std::errc::not_a_directory ? 1U : 0U));
+}
+
+TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a failed flush leaves no file") {
+  temp_dir dir;
+  const fs::path to = dir.path / "out.bin";
+  SUBCASE("one fdatasync, on the temporary file, before it gets the final name") {
+    const int before = fdatasync_calls.load();
+    auto r = http::download(url("/bytes/300000"), to);
+    CHECK(r.bytes == 300000);
+    CHECK(fdatasync_calls.load() == before + 1);
+    std::string synced;
+    {
+      std::lock_guard<std::mutex> lk(fdatasync_mutex);
+      synced = fdatasync_path;
+    }
+    // The temporary file's name: the flush came before the rename.
+    CHECK(fs::path(synced).parent_path() == dir.path);
+    CHECK(fs::path(synced).filename().string().rfind(".out.bin.part-", 0) == 0);
+    CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+    CHECK(read_file(to) == expected_bytes(300000));
+  }
+  SUBCASE("a failing fdatasync is an error that removes the temporary file and keeps the old file") {
+    { std::ofstream(to) << "keep me"; }
+    struct fail_flushes {
+      fail_flushes() { fdatasync_errno = EIO; }
+      ~fail_flushes() { fdatasync_errno = 0; }
+    } failing;
+    const int before = fdatasync_calls.load();
+    try {
+      http::download(url("/bytes/300000"), to);
+      FAIL("no exception");
+    } catch (const fs::filesystem_error& e) {
+      CHECK(e.code() == std::errc::io_error);
+      CHECK(e.path1() == to);
+      CHECK(contains(e.what(), to.string()));
+    }
+    CHECK(fdatasync_calls.load() == before + 1);
+    CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+    CHECK(read_file(to) == "keep me");
+  }
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <latch>
+#include <memory>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -131,4 +133,31 @@ TEST_CASE("cancelling a task waiting in run_in_thread stops the wait, not the jo
   CHECK_FALSE(finished_when_joined);
   for (int i = 0; i < 500 && !job_finished; ++i) std::this_thread::sleep_for(10ms);
   CHECK(job_finished);  // ...and the job ran to completion, its result dropped
+}
+
+TEST_CASE("a thread_pool destroyed by one of its own jobs finishes the queue and returns; nothing terminates") {
+  // The destructor joined every worker, the calling one too: std::system_error out of a noexcept destructor,
+  // std::terminate. Now the calling worker helps finish the queued jobs, the others are joined, and it is
+  // detached to finish its own job.
+  std::size_t workers = 1;
+  SUBCASE("one worker: the queued jobs run on the destroying worker") { workers = 1; }
+  SUBCASE("three workers: the others are joined") { workers = 3; }
+  tendril::run([&] {
+    auto* pool = new tendril::thread_pool(workers);
+    std::latch queued(1);
+    std::atomic<int> ran{0};
+    auto destroyer = pool->submit([&] {
+      queued.wait();
+      delete pool;  // from inside the pool's own job
+      return ran.load();
+    });
+    std::vector<tendril::future<void>> rest;
+    for (int i = 0; i < 5; ++i) {
+      rest.push_back(pool->submit([&] { ++ran; }));
+    }
+    queued.count_down();
+    CHECK(destroyer.get() == 5);  // every queued job had run when the destructor returned
+    for (auto& f : rest) f.get();
+    CHECK(ran.load() == 5);
+  });
 }
