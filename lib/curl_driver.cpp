@@ -381,7 +381,7 @@ struct transfer_impl {
   bool plain = false;                   // a plain request (see easy_profile)
   bool headers_done = false;            // the final response's headers are all in (see on_header)
   bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
-  bool orphaned = false;                // its driver was destroyed (thread exit) while a transfer object owned it
+  bool orphaned = false;                // aborted unfinished when its driver was destroyed (thread exit)
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   // Links in curl_driver::in_use, while a transfer object owns this transfer.
@@ -756,7 +756,7 @@ int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
 
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;
-  if (impl_->orphaned && impl_->aborted) {
+  if (impl_->orphaned) {
     return "the transfer was aborted when the thread that started it exited (a thread's transfers end with its "
            "event loop); the rest of the body cannot be read: finish reading a stream on the thread that opened it, "
            "before that thread exits (or returns from main())";
@@ -883,7 +883,9 @@ void curl_driver::release(transfer_impl* t) noexcept {
 // So before the multi handle goes, every transfer still owned by a transfer object is taken out of libcurl,
 // finished as aborted if it was running (a read then throws http::error saying why, after the data already
 // buffered), and cut loose: driver = null, which the transfer's members check. Every task of the thread has been
-// cancelled and joined by now, so no one is parked on these transfers.
+// cancelled and joined by now, but a reader on another thread (the stream was moved there) may be parked on one:
+// it is woken, and finds the transfer finished. Only a transfer still running is marked orphaned: one aborted
+// earlier (a cancelled task, an expired timeout) keeps that cause in its error message.
 void curl_driver::orphan_in_use() noexcept {
   while (transfer_impl* t = in_use) {
     in_use = t->in_use_next;
@@ -892,11 +894,11 @@ void curl_driver::orphan_in_use() noexcept {
     if (!t->finished) {
       t->finished = true;
       t->aborted = true;
+      t->orphaned = true;
       t->code = CURLE_ABORTED_BY_CALLBACK;
       t->ended = std::chrono::steady_clock::now();
     }
-    t->orphaned = true;
-    t->parked = nullptr;
+    t->notify_owner();
     t->driver = nullptr;
     t->in_use_prev = t->in_use_next = nullptr;
   }

@@ -20,6 +20,7 @@
 
 #include "ascii.hpp"
 #include "curl_driver.hpp"
+#include "tendril/executor.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/sync.hpp"
 
@@ -546,9 +547,23 @@ class temp_file {
     // destination holds the old file or the whole new one, never the new name over missing data (a file system
     // with delayed allocation may otherwise commit the rename before the data). One call per download; the
     // directory is not synced, so a crash right after the rename may still find the old file there.
-    if (::fdatasync(fd_) != 0) {
-      throw std::filesystem::filesystem_error("cannot flush the download to disk (fdatasync)", dest_, path_,
+    // Writing a big file out takes a while (a quarter of a second for 256 MiB on this machine's disk, seconds on
+    // a slow one), so the flush runs on the thread pool and only the downloading task waits for it, not the
+    // thread's other tasks and transfers. It gets a duplicate of the descriptor, so that a task cancelled while
+    // it waits can close the file without the job then flushing whatever reuses the number.
+    const int dup_fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+      throw std::filesystem::filesystem_error("cannot flush the download to disk (dup)", dest_, path_,
                                               std::error_code(errno, std::generic_category()));
+    }
+    const int flush_errno = run_in_thread([dup_fd] {
+      const int err = ::fdatasync(dup_fd) == 0 ? 0 : errno;
+      ::close(dup_fd);
+      return err;
+    });
+    if (flush_errno != 0) {
+      throw std::filesystem::filesystem_error("cannot flush the download to disk (fdatasync)", dest_, path_,
+                                              std::error_code(flush_errno, std::generic_category()));
     }
     int rc = ::close(fd_);
     fd_ = -1;

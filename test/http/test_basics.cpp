@@ -233,8 +233,14 @@ TEST_CASE("options::proxy sends the request through that proxy") {
 }
 
 TEST_CASE("proxy environment variables: honoured as libcurl reads them, if set before a thread's first request") {
+  // These cases set and unset the variables themselves; with some already set (a machine behind a proxy) they
+  // cannot say what they check, so they are skipped, saying why.
   for (const char* v : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"}) {
-    REQUIRE_MESSAGE(std::getenv(v) == nullptr, "the tests expect no proxy variables; unset ", v);
+    if (std::getenv(v) != nullptr) {
+      const std::string why = "skipped: the proxy variable " + std::string(v) + " is set; unset them to run this";
+      MESSAGE(why);
+      return;
+    }
   }
   CHECK(http::get(url("/status/200")).status == 200);  // this thread's first request (if not before): no variables
   struct unset_on_exit {

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -17,10 +18,12 @@ using namespace http_test;
 
 // fdatasync() as libtendril.so calls it: this executable's definition interposes libc's (test_http is linked with
 // export_dynamic so that the library's reference binds to it). It counts the calls, notes the file each was for,
-// and fails with fdatasync_errno when that is set; otherwise it does the real system call.
+// and fails with fdatasync_errno when that is set; otherwise it does the real system call, after sleeping
+// fdatasync_delay_ms (a slow disk).
 namespace {
 std::atomic<int> fdatasync_calls{0};
 std::atomic<int> fdatasync_errno{0};
+std::atomic<int> fdatasync_delay_ms{0};
 std::mutex fdatasync_mutex;
 std::string fdatasync_path;  // the file of the last call (guarded by fdatasync_mutex)
 }  // namespace
@@ -38,6 +41,7 @@ extern "C" int fdatasync(int fd) {
     errno = e;
     return -1;
   }
+  if (const int ms = fdatasync_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return static_cast<int>(::syscall(SYS_fdatasync, fd));
 }
 
@@ -260,7 +264,7 @@ TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a fa
       synced = fdatasync_path;
     }
     // The temporary file's name: the flush came before the rename.
-    CHECK(fs::path(synced).parent_path() == dir.path);
+    CHECK(fs::path(synced).parent_path() == fs::canonical(dir.path));  // /proc/self/fd names are resolved
     CHECK(fs::path(synced).filename().string().rfind(".out.bin.part-", 0) == 0);
     CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
     CHECK(read_file(to) == expected_bytes(300000));
@@ -284,4 +288,33 @@ TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a fa
     CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
     CHECK(read_file(to) == "keep me");
   }
+}
+
+TEST_CASE("a slow flush to disk holds up only the downloading task, not the thread's other tasks") {
+  // fdatasync() of a big file takes a while (seconds on a slow disk). On the event loop's thread it would stop
+  // every task and transfer of the thread for that long; it runs on the thread pool instead.
+  temp_dir dir;
+  struct slow_flushes {
+    slow_flushes() { fdatasync_delay_ms = 1000; }
+    ~slow_flushes() { fdatasync_delay_ms = 0; }
+  } slow;
+  int ticks = 0;
+  bool done = false;
+  stopwatch sw;
+  tendril::run([&] {
+    auto ticker = tendril::spawn([&] {
+      while (!done) {
+        tendril::sleep_for(10ms);
+        ++ticks;
+      }
+    });
+    auto d = http::download(url("/bytes/1000"), dir.path / "out.bin");
+    done = true;
+    ticker.get();
+    CHECK(d.bytes == 1000);
+  });
+  CHECK(sw.elapsed() >= 1s);  // the download waited for its flush
+  // The ticker ran while the download waited: about 100 ticks of 10 ms in that second (at least 10 even on a
+  // slow, loaded machine). With the flush on the loop's thread it got at most the few before the flush began.
+  CHECK(ticks >= 10);
 }
