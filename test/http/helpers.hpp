@@ -158,4 +158,10 @@ inline server_stats stats() {
   return {json_int(r.body, "connections"), json_int(r.body, "requests")};
 }
 
+// The test server answers a proxy's request line ("GET http://host:port/path") as it answers "GET /path", so it can
+// stand in for an HTTP proxy: proxy_url() is its address as a proxy. unreachable_target() is a URL on a refused
+// port: only a request that goes through the proxy succeeds.
+inline std::string proxy_url() { return "http://127.0.0.1:" + std::to_string(server().http_port()); }
+inline std::string unreachable_target() { return "http://127.0.0.1:" + std::to_string(refused_port()) + "/headers"; }
+
 }  // namespace http_test
