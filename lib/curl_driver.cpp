@@ -438,6 +438,14 @@ struct transfer_impl {
       parked = nullptr;
     }
   }
+  // Finished as a failure without libcurl's say (transfer::abort(), curl_driver::orphan_in_use()): whoever looks at
+  // the transfer again gets an error instead of waiting for a transfer libcurl no longer runs.
+  void finish_aborted() noexcept {
+    finished = true;
+    aborted = true;
+    code = CURLE_ABORTED_BY_CALLBACK;
+    ended = std::chrono::steady_clock::now();
+  }
   void complete(CURLcode rc) noexcept {
     code = rc;
     finished = true;
@@ -741,12 +749,7 @@ void transfer::abort() noexcept {
   if (impl_->added) {
     curl_multi_remove_handle(impl_->driver->multi, impl_->easy);
     impl_->added = false;
-    // Finished, as a failure: whoever looks at the transfer again (a stream read after its task's timeout scope
-    // expired in an earlier read) gets an error instead of waiting for a transfer libcurl no longer runs.
-    impl_->aborted = true;
-    impl_->finished = true;
-    impl_->code = CURLE_ABORTED_BY_CALLBACK;
-    impl_->ended = std::chrono::steady_clock::now();
+    impl_->finish_aborted();  // a stream read after its task's timeout scope expired in an earlier read: an error
   }
 }
 
@@ -892,11 +895,8 @@ void curl_driver::orphan_in_use() noexcept {
     if (t->added) curl_multi_remove_handle(multi, t->easy);  // closes its connection through on_close_socket
     t->added = false;
     if (!t->finished) {
-      t->finished = true;
-      t->aborted = true;
+      t->finish_aborted();
       t->orphaned = true;
-      t->code = CURLE_ABORTED_BY_CALLBACK;
-      t->ended = std::chrono::steady_clock::now();
     }
     t->notify_owner();
     t->driver = nullptr;

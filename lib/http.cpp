@@ -226,32 +226,30 @@ class session_state {
         ++it->second.users;
         host_ = it;
       }
+      bool host_held = false;
       try {
         if (host_) (*host_)->second.sem.acquire();
-        try {
-          s_.in_flight.acquire();
-        } catch (...) {
-          if (host_) (*host_)->second.sem.release();
-          throw;
-        }
-      } catch (...) {
-        leave_host();
+        host_held = true;
+        s_.in_flight.acquire();
+      } catch (...) {  // cancelled or timed out while waiting
+        leave_host(host_held);
         throw;
       }
     }
     ~slot() {
       s_.in_flight.release();
-      if (host_) (*host_)->second.sem.release();
-      leave_host();
+      leave_host(true);
     }
     slot(const slot&) = delete;
     slot& operator=(const slot&) = delete;
 
    private:
-    // Drops the host's entry once no request holds or waits for its slots: a session that talks to many hosts
+    // Gives the host's slot back if `holding`, and drops the host's entry once no request holds or waits for its
+    // slots: a session that talks to many hosts
     // over time keeps entries only for those in use.
-    void leave_host() noexcept {
+    void leave_host(bool holding) noexcept {
       if (!host_) return;
+      if (holding) (*host_)->second.sem.release();
       std::lock_guard<std::mutex> lk(s_.hosts_mutex);
       if (--(*host_)->second.users == 0) s_.hosts.erase(*host_);
       host_.reset();
@@ -446,6 +444,15 @@ class stream_state final : public tendril::detail::body_sink {
 
 namespace {
 
+// A download's file-system failure: `what`, the path (and the second one, if any), errno `err`.
+[[noreturn]] void throw_file_error(const char* what, const std::filesystem::path& p, int err) {
+  throw std::filesystem::filesystem_error(what, p, std::error_code(err, std::generic_category()));
+}
+[[noreturn]] void throw_file_error(const char* what, const std::filesystem::path& p1, const std::filesystem::path& p2,
+                                   int err) {
+  throw std::filesystem::filesystem_error(what, p1, p2, std::error_code(err, std::generic_category()));
+}
+
 // Writes the body to a file as it arrives.
 class file_sink final : public tendril::detail::body_sink {
  public:
@@ -498,21 +505,18 @@ mode_t current_umask() {
 // temporary file's creation after a wait for a slot. The path itself is looked at (lstat): a symbolic link to a
 // directory is replaced by the file, as rename() does.
 void check_destination(const std::filesystem::path& to) {
-  auto fail = [](const char* what, const std::filesystem::path& p, int err) {
-    throw std::filesystem::filesystem_error(what, p, std::error_code(err, std::generic_category()));
-  };
   if (!to.has_filename()) {
-    fail("cannot download to a path with no file name (name the file: dir / \"name\")", to, EISDIR);
+    throw_file_error("cannot download to a path with no file name (name the file: dir / \"name\")", to, EISDIR);
   }
   struct stat st {};
   if (::lstat(to.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    fail("cannot download to an existing directory (name the file: dir / \"name\")", to, EISDIR);
+    throw_file_error("cannot download to an existing directory (name the file: dir / \"name\")", to, EISDIR);
   }
   const std::filesystem::path dir = to.has_parent_path() ? to.parent_path() : std::filesystem::path(".");
-  if (::stat(dir.c_str(), &st) != 0) fail("cannot download into this directory", dir, errno);
-  if (!S_ISDIR(st.st_mode)) fail("cannot download into this directory", dir, ENOTDIR);
+  if (::stat(dir.c_str(), &st) != 0) throw_file_error("cannot download into this directory", dir, errno);
+  if (!S_ISDIR(st.st_mode)) throw_file_error("cannot download into this directory", dir, ENOTDIR);
   if (::faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
-    fail("cannot create the download's file in this directory", dir, errno);
+    throw_file_error("cannot create the download's file in this directory", dir, errno);
   }
 }
 
@@ -525,9 +529,7 @@ class temp_file {
     std::string pattern = (dir / ("." + dest.filename().string() + ".part-XXXXXX")).string();
     fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
     if (fd_ < 0) {
-      throw std::filesystem::filesystem_error("cannot create a temporary file for the download",
-                                              std::filesystem::path(pattern),
-                                              std::error_code(errno, std::generic_category()));
+      throw_file_error("cannot create a temporary file for the download", std::filesystem::path(pattern), errno);
     }
     path_ = pattern;
   }
@@ -540,8 +542,7 @@ class temp_file {
   int fd() const { return fd_; }
   void commit() {
     if (::fchmod(fd_, 0666 & ~current_umask()) != 0) {
-      throw std::filesystem::filesystem_error("cannot set the download's permissions", path_,
-                                              std::error_code(errno, std::generic_category()));
+      throw_file_error("cannot set the download's permissions", path_, errno);
     }
     // The data reaches the disk before the file appears under its final name: after a crash or a power loss the
     // destination holds the old file or the whole new one, never the new name over missing data (a file system
@@ -553,8 +554,7 @@ class temp_file {
     // it waits can close the file without the job then flushing whatever reuses the number.
     const int dup_fd = ::fcntl(fd_, F_DUPFD_CLOEXEC, 0);
     if (dup_fd < 0) {
-      throw std::filesystem::filesystem_error("cannot flush the download to disk (dup)", dest_, path_,
-                                              std::error_code(errno, std::generic_category()));
+      throw_file_error("cannot flush the download to disk (dup)", dest_, path_, errno);
     }
     const int flush_errno = run_in_thread([dup_fd] {
       const int err = ::fdatasync(dup_fd) == 0 ? 0 : errno;
@@ -562,14 +562,12 @@ class temp_file {
       return err;
     });
     if (flush_errno != 0) {
-      throw std::filesystem::filesystem_error("cannot flush the download to disk (fdatasync)", dest_, path_,
-                                              std::error_code(flush_errno, std::generic_category()));
+      throw_file_error("cannot flush the download to disk (fdatasync)", dest_, path_, flush_errno);
     }
     int rc = ::close(fd_);
     fd_ = -1;
     if (rc != 0) {
-      throw std::filesystem::filesystem_error("cannot finish writing the download", path_,
-                                              std::error_code(errno, std::generic_category()));
+      throw_file_error("cannot finish writing the download", path_, errno);
     }
     std::filesystem::rename(path_, dest_);
     committed_ = true;
@@ -628,8 +626,7 @@ download_result session::download(std::string_view url, const std::filesystem::p
     tendril::detail::transfer t(state_->make_request("GET", url, {}, o), &sink);
     t.run();
     if (sink.write_error() != 0) {
-      throw std::filesystem::filesystem_error("cannot write the download", to,
-                                              std::error_code(sink.write_error(), std::generic_category()));
+      detail::throw_file_error("cannot write the download", to, sink.write_error());
     }
     if (t.code() != 0) detail::throw_transfer_error(t);
     const long status = t.status();

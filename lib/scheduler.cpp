@@ -793,15 +793,16 @@ void report_unhandled(const std::string& name, std::exception_ptr e) noexcept {
 
 void finish_run(const std::shared_ptr<task_base>& main_task) {
   thread_state& ts = ensure_installed();
+  // The caller's own wait may be interrupted (a tendril::timeout scope of the calling context expires): main and
+  // what it spawned must not be left running behind run() all the same. The expired scope no longer fires.
+  std::exception_ptr interrupted;
   try {
     main_task->join();
   } catch (...) {
-    // The caller's own wait was interrupted (a tendril::timeout scope of the calling context expired): main and
-    // what it spawned must not be left running behind run() all the same. The expired scope no longer fires.
-    cancel_and_join_all(ts, nullptr);
-    throw;
+    interrupted = std::current_exception();
   }
   cancel_and_join_all(ts, nullptr);
+  if (interrupted) std::rethrow_exception(interrupted);
 }
 
 }  // namespace detail

@@ -179,7 +179,8 @@ class session_state;
 // Destroying an unfinished stream aborts its transfer. The transfer runs on the event loop of the thread that
 // opened the stream: read it on that thread. A stream that outlives that thread (moved to another thread, or held
 // in a static destroyed after main() returns) may still be destroyed; its transfer, if still running, was aborted
-// when the thread exited, and reads throw http::error (after the data that had arrived).
+// when the thread exited, and reads throw http::error (after the data that had arrived). Move-only; every member
+// but the destructor and assignment throws usage_error on a moved-from stream.
 class TENDRIL_API stream {
  public:
   stream(stream&&) noexcept;
@@ -200,7 +201,6 @@ class TENDRIL_API stream {
   const std::string& url() const;  // effective URL
   // Throws status_error for 4xx/5xx.
   const stream& raise_for_status() const;
-  // Every member but the destructor and assignment throws usage_error on a moved-from stream.
 
  private:
   friend class session;

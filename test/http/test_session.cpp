@@ -89,8 +89,12 @@ TEST_CASE("max_per_host limits each host separately") {
 }
 
 namespace {
-// GETs every URL through `s`, each from a task of its own, all at once: how many gave 200, and how long it took.
-std::pair<int, std::chrono::nanoseconds> get_all_at_once(http::session& s, const std::vector<std::string>& urls) {
+// GETs every URL through one session with max_per_host = 1, each from a task of its own, all at once: how many
+// gave 200, and how long it took (requests that count as one host run one after another).
+std::pair<int, std::chrono::nanoseconds> get_all_one_per_host(const std::vector<std::string>& urls) {
+  http::session_options so;
+  so.max_per_host = 1;
+  http::session s(so);
   CHECK(stats().requests > 0);  // the server is up before the clock starts
   stopwatch sw;
   int ok = 0;
@@ -106,14 +110,11 @@ std::pair<int, std::chrono::nanoseconds> get_all_at_once(http::session& s, const
 TEST_CASE("max_per_host counts spellings of one origin as one host") {
   // Scheme and host names are case-insensitive and user info is not part of the host: these are two hosts
   // (127.0.0.1 and localhost), so max_per_host = 1 runs the requests to each one after another.
-  http::session_options so;
-  so.max_per_host = 1;
-  http::session s(so);
   const std::string port = std::to_string(server().http_port());
   const std::vector<std::string> urls = {
       url("/delay/0.3"), "HTTP://127.0.0.1:" + port + "/delay/0.3", "http://user@127.0.0.1:" + port + "/delay/0.3",
       "http://LocalHost:" + port + "/delay/0.3", "http://localhost:" + port + "/delay/0.3"};
-  const auto [ok, elapsed] = get_all_at_once(s, urls);
+  const auto [ok, elapsed] = get_all_one_per_host(urls);
   CHECK(ok == 5);
   // Two hosts (127.0.0.1 three times, localhost twice), one request at a time each: at least 3 × 0.3 s.
   CHECK(elapsed >= 900ms);
@@ -122,12 +123,9 @@ TEST_CASE("max_per_host counts spellings of one origin as one host") {
 TEST_CASE("max_per_host finds the host of a URL without a scheme, whatever its query holds") {
   // libcurl takes "host:port/path" as http://host:port/path. A "://" in the query is not the end of a scheme: these
   // three requests all go to 127.0.0.1, so max_per_host = 1 runs them one after another.
-  http::session_options so;
-  so.max_per_host = 1;
-  http::session s(so);
   const std::string base = "127.0.0.1:" + std::to_string(server().http_port()) + "/delay/0.3";
   const std::vector<std::string> urls = {base, base + "?next=http://one.example/", base + "?next=https://two.example/"};
-  const auto [ok, elapsed] = get_all_at_once(s, urls);
+  const auto [ok, elapsed] = get_all_one_per_host(urls);
   CHECK(ok == 3);
   CHECK(elapsed >= 900ms);
 }
