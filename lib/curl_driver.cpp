@@ -30,6 +30,7 @@
 
 #include "ascii.hpp"
 #include "exec_context.hpp"
+#include "headers_access.hpp"
 #include "reactor.hpp"
 
 namespace tendril::detail {
@@ -37,7 +38,6 @@ namespace {
 
 constexpr long transfer_buffer_size = 256 * 1024;
 constexpr std::size_t easy_pool_limit = 256;
-constexpr std::size_t header_reserve = 12;
 // The most a collected body reserves up front from the response's Content-Length (a hint from the server, not
 // trusted beyond this); a longer body grows past it as usual.
 constexpr std::size_t body_reserve_limit = 16 * 1024 * 1024;
@@ -380,6 +380,7 @@ struct transfer_impl {
   bool ever_paused = false;
   bool plain = false;                   // a plain request (see easy_profile)
   bool headers_done = false;            // the final response's headers are all in (see on_header)
+  bool has_location = false;            // the response being received has a Location header
   bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
   bool orphaned = false;                // aborted unfinished when its driver was destroyed (thread exit)
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
@@ -407,7 +408,7 @@ struct transfer_impl {
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
-    added = finished = paused = ever_paused = headers_done = aborted = false;
+    added = finished = paused = ever_paused = headers_done = has_location = aborted = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -493,6 +494,7 @@ struct transfer_impl {
       t->headers.clear();  // a new response (redirect, 100-continue): keep only the final one's headers
       t->expected_body = 0;
       t->headers_done = false;
+      t->has_location = false;
       return bytes;
     }
     if (bytes <= 2 && (bytes == 0 || data[0] == '\r' || data[0] == '\n')) {
@@ -502,33 +504,29 @@ struct transfer_impl {
       long status = 0;
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
       const bool interim = status < 200;
-      const bool redirect =
-          status >= 300 && status < 400 && t->request.follow_redirects && t->headers.contains("location");
+      const bool redirect = status >= 300 && status < 400 && t->request.follow_redirects && t->has_location;
       if (!interim && !redirect) {
         t->headers_done = true;
         if (t->sink != nullptr) t->notify_owner();
       }
       return bytes;
     }
-    const char* end = data + bytes;
-    const auto* colon = static_cast<const char*>(std::memchr(data, ':', bytes));
-    if (colon == nullptr) return bytes;
-    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
-    const char* value = colon + 1;
-    while (value != end && space(*value)) ++value;
-    while (end != value && space(end[-1])) --end;
-    if (t->sink == nullptr &&
-        same_ignoring_ascii_case(std::string_view(data, static_cast<std::size_t>(colon - data)), "content-length")) {
+    std::string_view line(data, bytes);
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+    // The two headers the driver itself needs, found without parsing the others (the map parses them when read).
+    if (line.size() > 9 && lower_ascii(line[0]) == 'l' && same_ignoring_ascii_case(line.substr(0, 9), "location:")) {
+      t->has_location = true;
+    } else if (t->sink == nullptr && line.size() > 15 && lower_ascii(line[0]) == 'c' &&
+               same_ignoring_ascii_case(line.substr(0, 15), "content-length:")) {
+      std::string_view value = line.substr(15);
+      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
       std::size_t n = 0;
-      const auto [p, ec] = std::from_chars(value, end, n);
-      t->expected_body = (ec == std::errc() && p == end) ? n : 0;
+      const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+      t->expected_body = (ec == std::errc() && p == value.data() + value.size()) ? n : 0;
     }
     try {
-      // One allocation for the entries of a typical response (a dozen headers; 768 bytes stays below the size at
-      // which glibc's malloc consolidates its fast bins).
-      if (t->headers.empty()) t->headers.reserve(header_reserve);
-      t->headers.add(std::string_view(data, static_cast<std::size_t>(colon - data)),
-                     std::string_view(value, static_cast<std::size_t>(end - value)));
+      http::detail::headers_access::append_line(t->headers, line);
     } catch (...) {
       return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
     }

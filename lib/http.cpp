@@ -82,14 +82,102 @@ void lower_ascii_copy(const char* from, std::size_t n, char* to) noexcept {
   if (i < n) word(n - 8);
 }
 
+// Adds a header to `entries` as headers_map::add() documents.
+void add_entry(std::vector<headers_map::value_type>& entries, std::string_view name, std::string_view value) {
+  // The name is lower-cased once, up front, into the string the new entry keeps: the stored names are all
+  // lower-case (this is the only way in), so the search for a repeat compares bytes.
+  std::string key(name.size(), '\0');
+  lower_ascii_copy(name.data(), name.size(), key.data());
+  for (headers_map::value_type& e : entries) {
+    if (e.first == key) {
+      std::string& v = e.second;
+      v.reserve(v.size() + 2 + value.size());
+      v.append(", ", 2).append(value);
+      return;
+    }
+  }
+  entries.emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)), std::forward_as_tuple(value));
+}
+
+// Serialises the parsing of pending lines (and copies of a map that may be parsing): a map is parsed once, on its
+// first read, so one lock for every map of the process is never held for long.
+std::mutex& parse_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 }  // namespace
 
 headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
   entries_.reserve(headers.size());
-  for (const auto& [name, value] : headers) add(name, value);
+  for (const auto& [name, value] : headers) add_entry(entries_, name, value);
 }
 
-headers_map::const_iterator headers_map::find(std::string_view name) const noexcept {
+headers_map::headers_map(const headers_map& other) {
+  if (!other.pending_.load(std::memory_order_acquire)) {
+    entries_ = other.entries_;
+    return;
+  }
+  std::lock_guard<std::mutex> lock(parse_mutex());  // another thread may be parsing `other` (a const read)
+  entries_ = other.entries_;
+  lines_ = other.lines_;
+  pending_.store(other.pending_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+headers_map::headers_map(headers_map&& other) noexcept
+    : entries_(std::move(other.entries_)),
+      lines_(std::move(other.lines_)),
+      pending_(other.pending_.load(std::memory_order_relaxed)) {
+  other.entries_.clear();
+  other.lines_.clear();
+  other.pending_.store(false, std::memory_order_relaxed);
+}
+
+headers_map& headers_map::operator=(const headers_map& other) {
+  if (this != &other) *this = headers_map(other);
+  return *this;
+}
+
+headers_map& headers_map::operator=(headers_map&& other) noexcept {
+  if (this != &other) {
+    entries_ = std::move(other.entries_);
+    lines_ = std::move(other.lines_);
+    pending_.store(other.pending_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    other.entries_.clear();
+    other.lines_.clear();
+    other.pending_.store(false, std::memory_order_relaxed);
+  }
+  return *this;
+}
+
+const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
+  std::lock_guard<std::mutex> lock(parse_mutex());
+  if (pending_.load(std::memory_order_relaxed)) {
+    // Into a copy, so that a failed allocation leaves the map as it was. entries_ is empty unless lines arrived
+    // after an earlier read (a stream's trailers).
+    std::vector<value_type> parsed = entries_;
+    std::string_view rest = lines_;
+    parsed.reserve(parsed.size() + static_cast<std::size_t>(std::count(rest.begin(), rest.end(), '\n')));
+    auto space = [](char c) { return c == ' ' || c == '\t'; };
+    while (!rest.empty()) {
+      const std::size_t eol = rest.find('\n');
+      std::string_view line = rest.substr(0, eol);
+      rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 1);
+      const std::size_t colon = line.find(':');
+      if (colon == std::string_view::npos) continue;  // not a header line (HTTP/1.1 forbids line folding)
+      std::string_view value = line.substr(colon + 1);
+      while (!value.empty() && space(value.front())) value.remove_prefix(1);
+      while (!value.empty() && space(value.back())) value.remove_suffix(1);
+      add_entry(parsed, line.substr(0, colon), value);
+    }
+    entries_.swap(parsed);
+    std::string().swap(lines_);
+    pending_.store(false, std::memory_order_release);
+  }
+  return entries_;
+}
+
+headers_map::const_iterator headers_map::find(std::string_view name) const {
   // A response has a dozen headers or so: a linear scan (mostly length compares) beats any index.
   return std::find_if(begin(), end(), [&](const value_type& e) { return same_ignoring_ascii_case(e.first, name); });
 }
@@ -101,19 +189,14 @@ const std::string& headers_map::at(std::string_view name) const {
 }
 
 void headers_map::add(std::string_view name, std::string_view value) {
-  // The name is lower-cased once, up front, into the string the new entry keeps: the stored names are all
-  // lower-case (add() is the only way in), so the search for a repeat compares bytes.
-  std::string key(name.size(), '\0');
-  lower_ascii_copy(name.data(), name.size(), key.data());
-  for (value_type& e : entries_) {
-    if (e.first == key) {
-      std::string& v = e.second;
-      v.reserve(v.size() + 2 + value.size());
-      v.append(", ", 2).append(value);
-      return;
-    }
-  }
-  entries_.emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)), std::forward_as_tuple(value));
+  entries();  // the pending lines came first
+  add_entry(entries_, name, value);
+}
+
+void headers_map::clear() noexcept {
+  entries_.clear();
+  lines_.clear();
+  pending_.store(false, std::memory_order_relaxed);
 }
 
 namespace detail {

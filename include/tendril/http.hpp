@@ -23,6 +23,7 @@
 // certificate as ca_file). SIGPIPE is ignored process-wide once the first transfer starts (libcurl's advice).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -50,6 +51,10 @@ struct progress {
   std::int64_t upload_total = 0;
 };
 
+namespace detail {
+struct headers_access;  // lib/: how the HTTP driver hands a response's header lines to a headers_map
+}  // namespace detail
+
 // Response headers: a flat container (one vector of name/value pairs, not a node per header), in the order the
 // server sent them. Names are lower-cased; a repeated header's values are joined with ", " (the first one's place
 // is kept). Lookups are case-insensitive: find("Content-Type") finds "content-type".
@@ -57,6 +62,11 @@ struct progress {
 //   for (const auto& [name, value] : r.headers) std::printf("%s: %s\n", name.c_str(), value.c_str());
 //   if (auto it = r.headers.find("etag"); it != r.headers.end()) remember(it->second);
 //   std::size_t n = std::stoul(r.headers.at("content-length"));   // throws std::out_of_range if absent
+//
+// A response's headers are parsed when they are first read (any member below), not when they arrive: a response
+// whose headers are never looked at never pays for splitting them into strings. That first read may therefore
+// allocate (and throw std::bad_alloc). Reading one map from several threads at once is safe, as for any const
+// object of the standard library; changing it (add, clear, assignment) needs the caller's own exclusion, as usual.
 class TENDRIL_API headers_map {
  public:
   using value_type = std::pair<std::string, std::string>;  // lower-cased name, value
@@ -67,30 +77,46 @@ class TENDRIL_API headers_map {
   headers_map() = default;
   // Adds each pair as add() does.
   headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers);
+  headers_map(const headers_map& other);
+  headers_map(headers_map&& other) noexcept;
+  headers_map& operator=(const headers_map& other);
+  headers_map& operator=(headers_map&& other) noexcept;
+  ~headers_map() = default;
 
-  const_iterator begin() const noexcept { return entries_.begin(); }
-  const_iterator end() const noexcept { return entries_.end(); }
-  size_type size() const noexcept { return entries_.size(); }
-  bool empty() const noexcept { return entries_.empty(); }
+  const_iterator begin() const { return entries().begin(); }
+  const_iterator end() const { return entries().end(); }
+  size_type size() const { return entries().size(); }
+  bool empty() const { return entries().empty(); }
 
   // The header named `name` (case-insensitive), or end().
-  const_iterator find(std::string_view name) const noexcept;
-  bool contains(std::string_view name) const noexcept { return find(name) != end(); }
-  size_type count(std::string_view name) const noexcept { return contains(name) ? 1 : 0; }
+  const_iterator find(std::string_view name) const;
+  bool contains(std::string_view name) const { return find(name) != end(); }
+  size_type count(std::string_view name) const { return contains(name) ? 1 : 0; }
   // The value of header `name` (case-insensitive). Throws std::out_of_range if there is none.
   const std::string& at(std::string_view name) const;
 
   // Adds a header: the name is lower-cased (ASCII); a name already present gets ", " and `value` appended to its
   // value, as HTTP folds repeated fields.
   void add(std::string_view name, std::string_view value);
-  void clear() noexcept { entries_.clear(); }
+  void clear() noexcept;
   // Reserves room for `n` headers.
   void reserve(size_type n) { entries_.reserve(n); }
 
-  friend bool operator==(const headers_map&, const headers_map&) = default;
+  friend bool operator==(const headers_map& a, const headers_map& b) { return a.entries() == b.entries(); }
 
  private:
-  std::vector<value_type> entries_;  // in arrival order
+  friend struct detail::headers_access;
+
+  // The entries, once the pending lines are parsed into them.
+  const std::vector<value_type>& entries() const {
+    return pending_.load(std::memory_order_acquire) ? parse_pending() : entries_;
+  }
+  const std::vector<value_type>& parse_pending() const;
+
+  mutable std::vector<value_type> entries_;  // in arrival order
+  // Header lines as they arrived and not parsed yet ("Name: value\n" each), while pending_ is set.
+  mutable std::string lines_;
+  mutable std::atomic<bool> pending_{false};
 };
 
 // Per-request options. Every field has a safe default.

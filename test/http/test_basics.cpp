@@ -153,6 +153,77 @@ TEST_CASE("repeated response headers are joined with \", \" in the first one's p
   CHECK(pos("x-repeat") < pos("x-other"));
 }
 
+TEST_CASE("header values lose the blanks around them; an empty value is a header too") {
+  auto r = http::get(url("/repeat-headers"));
+  CHECK(r.headers.at("x-padded") == "padded value");
+  REQUIRE(r.headers.contains("x-blank"));
+  CHECK(r.headers.at("x-blank").empty());
+}
+
+// A response's headers are kept as the lines that arrived and parsed on their first read (headers_access.hpp).
+TEST_CASE("headers parsed on first read: copies, moves, adds and concurrent first reads all see the same headers") {
+  const http::response fetched = http::get(url("/repeat-headers"));  // never read before the copies below
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"content-type", "text/plain"}, {"content-length", "7"}, {"x-repeat", "one, two"},
+      {"x-other", "1"},               {"x-padded", "padded value"}, {"x-blank", ""}};
+  auto entries = [](const http::headers_map& h) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [name, value] : h) {
+      if (name != "server" && name != "date") out.emplace_back(name, value);  // http.server's own, varying
+    }
+    return out;
+  };
+  SUBCASE("a copy of an unread map, and the map itself") {
+    http::headers_map copy = fetched.headers;
+    CHECK(entries(copy) == want);
+    CHECK(entries(fetched.headers) == want);
+    CHECK(copy == fetched.headers);
+  }
+  SUBCASE("moved from unread: the target has the headers, the source none") {
+    http::response r = fetched;
+    http::headers_map moved = std::move(r.headers);
+    CHECK(entries(moved) == want);
+    CHECK(r.headers.empty());  // NOLINT(bugprone-use-after-move): a moved-from map is empty, as documented
+    http::headers_map assigned{{"X-Old", "1"}};
+    assigned = std::move(moved);
+    CHECK(entries(assigned) == want);
+    CHECK(!assigned.contains("x-old"));
+  }
+  SUBCASE("add() to an unread map comes after the arrived headers") {
+    http::headers_map h = fetched.headers;
+    h.add("X-Repeat", "three");
+    h.add("X-Mine", "m");
+    auto got = entries(h);
+    REQUIRE(got.size() == want.size() + 1);
+    CHECK(got[2] == std::pair<std::string, std::string>{"x-repeat", "one, two, three"});
+    CHECK(got.back() == std::pair<std::string, std::string>{"x-mine", "m"});
+  }
+  SUBCASE("copy-assigned, and cleared, while unread") {
+    http::headers_map h{{"X-Old", "1"}};
+    h = fetched.headers;
+    CHECK(entries(h) == want);
+    http::headers_map cleared = fetched.headers;
+    cleared.clear();
+    CHECK(cleared.empty());
+    CHECK(cleared.find("x-repeat") == cleared.end());
+  }
+  SUBCASE("eight threads reading one unread map at once") {
+    const http::response shared = fetched;  // a fresh, unread copy
+    std::atomic<int> ready{0};
+    std::vector<std::vector<std::pair<std::string, std::string>>> seen(8);
+    std::vector<std::thread> readers;
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      readers.emplace_back([&, i] {
+        ready.fetch_add(1);
+        while (ready.load() < static_cast<int>(seen.size())) std::this_thread::yield();
+        seen[i] = entries(shared.headers);
+      });
+    }
+    for (auto& t : readers) t.join();
+    for (const auto& s : seen) CHECK(s == want);
+  }
+}
+
 TEST_CASE("headers_map on its own: add() lower-cases and joins, lookups ignore case") {
   http::headers_map h{{"Content-Type", "text/html"}, {"Set-Cookie", "a=1"}, {"SET-COOKIE", "b=2"}};
   CHECK(h.size() == 2);

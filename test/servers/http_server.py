@@ -45,7 +45,9 @@ POST /echo  (also PUT, PATCH)   200, echoes the request body exactly
 GET  /headers                   200, JSON object of the request headers,
                                 names lower-cased (repeats joined by ", ").
 GET  /repeat-headers            200 "repeats" with the headers X-Repeat: one,
-                                X-Other: 1, x-REPEAT: two (in that order).
+                                X-Other: 1, x-REPEAT: two, X-Padded: (tab,
+                                space) padded value (space, tab), X-Blank:
+                                (nothing) (in that order).
 GET  /drop/<n>                  200 with Content-Length n, but only n//2
                                 pattern bytes are sent, then the connection
                                 is shut down and closed (FIN, no TLS
@@ -323,6 +325,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("X-Repeat", "one")
                 self.send_header("X-Other", "1")
                 self.send_header("x-REPEAT", "two")
+                self.send_header("X-Padded", "\t padded value \t")
+                self.send_header("X-Blank", "")
                 self.end_headers()
                 self._write(b"repeats")
             elif head == "drop" and arg is not None:
