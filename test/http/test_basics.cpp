@@ -164,8 +164,8 @@ TEST_CASE("header values lose the blanks around them; an empty value is a header
 TEST_CASE("headers parsed on first read: copies, moves, adds and concurrent first reads all see the same headers") {
   const http::response fetched = http::get(url("/repeat-headers"));  // never read before the copies below
   const std::vector<std::pair<std::string, std::string>> want = {
-      {"content-type", "text/plain"}, {"content-length", "7"}, {"x-repeat", "one, two"},
-      {"x-other", "1"},               {"x-padded", "padded value"}, {"x-blank", ""}};
+      {"content-type", "text/plain"}, {"content-length", "7"}, {"x-repeat", "one, two"}, {"x-other", "1"},
+      {"x-padded", "padded value"},   {"x-blank", ""}};
   auto entries = [](const http::headers_map& h) {
     std::vector<std::pair<std::string, std::string>> out;
     for (const auto& [name, value] : h) {
