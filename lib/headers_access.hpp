@@ -22,7 +22,7 @@ struct headers_access {
   static void append_line(headers_map& m, std::string_view line) {
     if (m.lines_.empty()) m.lines_.reserve(typical_block);
     m.lines_.append(line).push_back('\n');
-    m.pending_.store(true, std::memory_order_relaxed);  // only the thread running the transfer sees the map yet
+    m.state_.store(headers_map::pending, std::memory_order_relaxed);  // only the transfer's thread sees the map yet
   }
 };
 

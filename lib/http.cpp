@@ -16,6 +16,7 @@
 #include <optional>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <tuple>
 
 #include "ascii.hpp"
@@ -99,13 +100,6 @@ void add_entry(std::vector<headers_map::value_type>& entries, std::string_view n
   entries.emplace_back(std::piecewise_construct, std::forward_as_tuple(std::move(key)), std::forward_as_tuple(value));
 }
 
-// Serialises the parsing of pending lines (and copies of a map that may be parsing): a map is parsed once, on its
-// first read, so one lock for every map of the process is never held for long.
-std::mutex& parse_mutex() {
-  static std::mutex m;
-  return m;
-}
-
 }  // namespace
 
 headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::string_view>> headers) {
@@ -113,24 +107,38 @@ headers_map::headers_map(std::initializer_list<std::pair<std::string_view, std::
   for (const auto& [name, value] : headers) add_entry(entries_, name, value);
 }
 
+bool headers_map::lock_pending() const noexcept {
+  for (;;) {
+    std::uint8_t s = state_.load(std::memory_order_acquire);
+    if (s == parsed) return false;
+    if (s == pending && state_.compare_exchange_weak(s, busy, std::memory_order_acquire)) return true;
+    std::this_thread::yield();  // another thread is parsing (or copying) the lines: a few microseconds
+  }
+}
+
 headers_map::headers_map(const headers_map& other) {
-  if (!other.pending_.load(std::memory_order_acquire)) {
+  if (!other.lock_pending()) {
     entries_ = other.entries_;
     return;
   }
-  std::lock_guard<std::mutex> lock(parse_mutex());  // another thread may be parsing `other` (a const read)
-  entries_ = other.entries_;
-  lines_ = other.lines_;
-  pending_.store(other.pending_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  try {
+    entries_ = other.entries_;
+    lines_ = other.lines_;
+  } catch (...) {
+    other.state_.store(pending, std::memory_order_release);
+    throw;
+  }
+  other.state_.store(pending, std::memory_order_release);
+  state_.store(pending, std::memory_order_relaxed);
 }
 
 headers_map::headers_map(headers_map&& other) noexcept
     : entries_(std::move(other.entries_)),
       lines_(std::move(other.lines_)),
-      pending_(other.pending_.load(std::memory_order_relaxed)) {
+      state_(other.state_.load(std::memory_order_relaxed)) {
   other.entries_.clear();
   other.lines_.clear();
-  other.pending_.store(false, std::memory_order_relaxed);
+  other.state_.store(parsed, std::memory_order_relaxed);
 }
 
 headers_map& headers_map::operator=(const headers_map& other) {
@@ -142,22 +150,22 @@ headers_map& headers_map::operator=(headers_map&& other) noexcept {
   if (this != &other) {
     entries_ = std::move(other.entries_);
     lines_ = std::move(other.lines_);
-    pending_.store(other.pending_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    state_.store(other.state_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     other.entries_.clear();
     other.lines_.clear();
-    other.pending_.store(false, std::memory_order_relaxed);
+    other.state_.store(parsed, std::memory_order_relaxed);
   }
   return *this;
 }
 
 const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
-  std::lock_guard<std::mutex> lock(parse_mutex());
-  if (pending_.load(std::memory_order_relaxed)) {
+  if (!lock_pending()) return entries_;  // another thread parsed them meanwhile
+  try {
     // Into a copy, so that a failed allocation leaves the map as it was. entries_ is empty unless lines arrived
     // after an earlier read (a stream's trailers).
-    std::vector<value_type> parsed = entries_;
+    std::vector<value_type> out = entries_;
     std::string_view rest = lines_;
-    parsed.reserve(parsed.size() + static_cast<std::size_t>(std::count(rest.begin(), rest.end(), '\n')));
+    out.reserve(out.size() + static_cast<std::size_t>(std::count(rest.begin(), rest.end(), '\n')));
     auto space = [](char c) { return c == ' ' || c == '\t'; };
     while (!rest.empty()) {
       const std::size_t eol = rest.find('\n');
@@ -168,12 +176,15 @@ const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
       std::string_view value = line.substr(colon + 1);
       while (!value.empty() && space(value.front())) value.remove_prefix(1);
       while (!value.empty() && space(value.back())) value.remove_suffix(1);
-      add_entry(parsed, line.substr(0, colon), value);
+      add_entry(out, line.substr(0, colon), value);
     }
-    entries_.swap(parsed);
+    entries_.swap(out);
     std::string().swap(lines_);
-    pending_.store(false, std::memory_order_release);
+  } catch (...) {
+    state_.store(pending, std::memory_order_release);
+    throw;
   }
+  state_.store(parsed, std::memory_order_release);
   return entries_;
 }
 
@@ -196,7 +207,7 @@ void headers_map::add(std::string_view name, std::string_view value) {
 void headers_map::clear() noexcept {
   entries_.clear();
   lines_.clear();
-  pending_.store(false, std::memory_order_relaxed);
+  state_.store(parsed, std::memory_order_relaxed);
 }
 
 namespace detail {

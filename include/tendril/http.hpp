@@ -66,7 +66,8 @@ struct headers_access;  // lib/: how the HTTP driver hands a response's header l
 // A response's headers are parsed when they are first read (any member below), not when they arrive: a response
 // whose headers are never looked at never pays for splitting them into strings. That first read may therefore
 // allocate (and throw std::bad_alloc). Reading one map from several threads at once is safe, as for any const
-// object of the standard library; changing it (add, clear, assignment) needs the caller's own exclusion, as usual.
+// object of the standard library (the first read parses, the others wait for it); changing it (add, clear,
+// assignment) needs the caller's own exclusion, as usual.
 class TENDRIL_API headers_map {
  public:
   using value_type = std::pair<std::string, std::string>;  // lower-cased name, value
@@ -107,16 +108,22 @@ class TENDRIL_API headers_map {
  private:
   friend struct detail::headers_access;
 
+  // state_: `parsed` (entries_ is everything), `pending` (lines_ still to be parsed into entries_), or `busy` (one
+  // thread is parsing lines_, or copying them, and the others wait for it).
+  enum : std::uint8_t { parsed, pending, busy };
+
   // The entries, once the pending lines are parsed into them.
   const std::vector<value_type>& entries() const {
-    return pending_.load(std::memory_order_acquire) ? parse_pending() : entries_;
+    return state_.load(std::memory_order_acquire) == parsed ? entries_ : parse_pending();
   }
   const std::vector<value_type>& parse_pending() const;
+  // Waits until no other thread parses or copies, then takes the pending lines: returns false if there are none.
+  bool lock_pending() const noexcept;
 
   mutable std::vector<value_type> entries_;  // in arrival order
-  // Header lines as they arrived and not parsed yet ("Name: value\n" each), while pending_ is set.
+  // Header lines as they arrived and not parsed yet ("Name: value\n" each), while state_ is not `parsed`.
   mutable std::string lines_;
-  mutable std::atomic<bool> pending_{false};
+  mutable std::atomic<std::uint8_t> state_{parsed};
 };
 
 // Per-request options. Every field has a safe default.
