@@ -28,12 +28,12 @@
 #   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
 #   big:   tendril >= 0.95x raw throughput, resident memory bounded
 # Measured on this 2-core VM (pinned, targets on the median of 7 paired rounds; see docs/http.md for more):
-#   small: tendril get() 0.861x-0.933x requests/s and 1.07x-1.16x CPU per request over five runs of 0.5.0 (the
-#          requests/s target met in one, the CPU target in all five; the raw multi_socket/epoll loop alone 0.91x-1.02x);
+#   small: tendril get() 0.861x-0.962x requests/s and 1.07x-1.16x CPU per request over six runs of 0.5.0 (the
+#          requests/s target met in two, the CPU target in all six; the raw multi_socket/epoll loop alone 0.91x-1.02x);
 #          0.4.1: 0.845x-0.957x requests/s and 1.06x-1.18x CPU per request over five runs: the
 #          requests/s target met in one, the CPU target in all five (0.4.0: 0.820x-0.876x and 1.15x-1.22x over
 #          eight runs); the raw multi_socket/epoll loop alone: 0.90x-0.94x. (Best-of-3 unpinned, earlier: 0.56x-1.36x.)
-#   big:   tendril download() 0.978x-1.004x throughput over five runs, peak RSS 14 MiB;
+#   big:   tendril download() 0.978x-1.004x throughput over five runs (0.5.0: 0.987x), peak RSS 14 MiB;
 #          stream::read_into()/read() 0.4x-0.6x the counting loop's throughput, 1.8x-2.5x its CPU, peak RSS 28 MiB
 # nginx runs with a private config (one worker, keep-alive, sendfile, no access log) on a free loopback port and
 # is stopped on exit. If nginx is missing, nginx-light is installed with apt-get (as root).
@@ -315,6 +315,9 @@ aio|python aiohttp (counted)|raw|aio"
   verdict "tendril CPU per request vs raw" "$(paired_median tendril raw cpu)" "<=" 1.2
   echo "  (against the raw loop that only counts bytes: $(ratio "$(figures tendril)" "$(figures rawcount)" rps | xargs printf '%.2f')x requests/s," \
     "$(ratio "$(figures tendril)" "$(figures rawcount)" cpu | xargs printf '%.2f')x CPU per request)"
+  echo "  (against the raw multi_socket_action/epoll loop, the libcurl API tendril's driver is built on, paired:" \
+    "$(paired_median tendril rawsock rate | xargs printf '%.3f')x requests/s," \
+    "$(paired_median tendril rawsock cpu | xargs printf '%.3f')x CPU per request)"
 fi
 
 if (( BIG_COUNT > 0 )); then
