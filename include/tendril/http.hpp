@@ -67,7 +67,7 @@ struct headers_access;  // lib/: how the HTTP driver hands a response's header l
 // whose headers are never looked at never pays for splitting them into strings. That first read may therefore
 // allocate (and throw std::bad_alloc). Reading one map from several threads at once is safe, as for any const
 // object of the standard library (the first read parses, the others wait for it); changing it (add, clear,
-// assignment) needs the caller's own exclusion, as usual.
+// assignment) needs the caller's own exclusion, as usual. A moved-from map is empty.
 class TENDRIL_API headers_map {
  public:
   using value_type = std::pair<std::string, std::string>;  // lower-cased name, value
