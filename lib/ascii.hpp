@@ -1,4 +1,4 @@
-// lib/ascii.hpp — ASCII case for HTTP header names (tokens), which a locale must not change.
+// lib/ascii.hpp — ASCII case for HTTP header names (tokens), which a locale must not change, and header blanks.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +15,13 @@ inline bool same_ignoring_ascii_case(std::string_view a, std::string_view b) noe
     if (lower_ascii(a[i]) != lower_ascii(b[i])) return false;
   }
   return true;
+}
+
+// `v` without the spaces and tabs around it (a header value's optional whitespace).
+inline std::string_view trim_blanks(std::string_view v) noexcept {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
 }
 
 }  // namespace tendril::detail

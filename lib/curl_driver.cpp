@@ -427,7 +427,7 @@ struct transfer_impl {
     profile.reset();
     std::string().swap(request.body);
     std::string().swap(body);
-    headers.clear();
+    headers = http::headers_map();  // its line buffer too (a stream's or a download's unread header block)
     request.on_progress = nullptr;
     sink = nullptr;
   }
@@ -518,15 +518,21 @@ struct transfer_impl {
       t->has_location = true;
     } else if (t->sink == nullptr && line.size() > 15 && lower_ascii(line[0]) == 'c' &&
                same_ignoring_ascii_case(line.substr(0, 15), "content-length:")) {
-      std::string_view value = line.substr(15);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+      const std::string_view value = trim_blanks(line.substr(15));
       std::size_t n = 0;
       const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
       t->expected_body = (ec == std::errc() && p == value.data() + value.size()) ? n : 0;
     }
     try {
-      http::detail::headers_access::append_line(t->headers, line);
+      if (t->headers_done) {
+        // A trailer (after a chunked body): a stream's reader may hold the map, and references into it, by now.
+        // add() extends the parsed entries in place, as a new header would, instead of re-parsing into a new
+        // vector.
+        const std::size_t colon = line.find(':');
+        if (colon != std::string_view::npos) t->headers.add(line.substr(0, colon), trim_blanks(line.substr(colon + 1)));
+      } else {
+        http::detail::headers_access::append_line(t->headers, line);
+      }
     } catch (...) {
       return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
     }

@@ -18,11 +18,13 @@ struct headers_access {
   // Room for a typical response's header block (nginx sends about 230 bytes), so that it takes one allocation.
   static constexpr std::size_t typical_block = 480;
 
-  // Appends one header line ("Name: value", without its line ending) to be parsed on the map's first read.
+  // Appends one header line ("Name: value", without its line ending) to be parsed on the map's first read. Only
+  // for the header block of a response still arriving: nobody else can see the map yet (session::open() returns
+  // a stream once the final response's headers are all in; trailers after that go through add()).
   static void append_line(headers_map& m, std::string_view line) {
     if (m.lines_.empty()) m.lines_.reserve(typical_block);
     m.lines_.append(line).push_back('\n');
-    m.state_.store(headers_map::pending, std::memory_order_relaxed);  // only the transfer's thread sees the map yet
+    m.state_.store(headers_map::pending, std::memory_order_relaxed);
   }
 };
 

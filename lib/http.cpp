@@ -51,6 +51,7 @@ namespace {
 
 using tendril::detail::lower_ascii;
 using tendril::detail::same_ignoring_ascii_case;
+using tendril::detail::trim_blanks;
 
 // Eight bytes lower-cased (ASCII letters only; bytes >= 0x80 kept) without a branch per byte: a byte's top bit in
 // `upper` says it is in 'A'..'Z', and moving that bit down to 0x20 adds the case bit. Header names arrive with
@@ -165,18 +166,15 @@ const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
     // after an earlier read (a stream's trailers).
     std::vector<value_type> out = entries_;
     std::string_view rest = lines_;
-    out.reserve(out.size() + static_cast<std::size_t>(std::count(rest.begin(), rest.end(), '\n')));
-    auto space = [](char c) { return c == ' ' || c == '\t'; };
+    // Room for the lines, and for a few trailers a stream may add later without moving the entries.
+    out.reserve(out.size() + static_cast<std::size_t>(std::count(rest.begin(), rest.end(), '\n')) + 4);
     while (!rest.empty()) {
       const std::size_t eol = rest.find('\n');
       std::string_view line = rest.substr(0, eol);
       rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 1);
       const std::size_t colon = line.find(':');
       if (colon == std::string_view::npos) continue;  // not a header line (HTTP/1.1 forbids line folding)
-      std::string_view value = line.substr(colon + 1);
-      while (!value.empty() && space(value.front())) value.remove_prefix(1);
-      while (!value.empty() && space(value.back())) value.remove_suffix(1);
-      add_entry(out, line.substr(0, colon), value);
+      add_entry(out, line.substr(0, colon), trim_blanks(line.substr(colon + 1)));
     }
     entries_.swap(out);
     std::string().swap(lines_);

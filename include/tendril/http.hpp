@@ -67,7 +67,9 @@ struct headers_access;  // lib/: how the HTTP driver hands a response's header l
 // whose headers are never looked at never pays for splitting them into strings. That first read may therefore
 // allocate (and throw std::bad_alloc). Reading one map from several threads at once is safe, as for any const
 // object of the standard library (the first read parses, the others wait for it); changing it (add, clear,
-// assignment) needs the caller's own exclusion, as usual. A moved-from map is empty.
+// assignment) needs the caller's own exclusion, as usual. A moved-from map is empty. A stream's map grows when a
+// chunked body's trailers arrive (after the body): as with any vector, that may invalidate iterators and
+// references into stream::headers() taken before the body was read to its end.
 class TENDRIL_API headers_map {
  public:
   using value_type = std::pair<std::string, std::string>;  // lower-cased name, value
@@ -101,12 +103,17 @@ class TENDRIL_API headers_map {
   void add(std::string_view name, std::string_view value);
   void clear() noexcept;
   // Reserves room for `n` headers.
-  void reserve(size_type n) { entries_.reserve(n); }
+  void reserve(size_type n) {
+    entries();  // parses the pending lines first (their parse would not keep the capacity)
+    entries_.reserve(n);
+  }
 
   friend bool operator==(const headers_map& a, const headers_map& b) { return a.entries() == b.entries(); }
 
  private:
   friend struct detail::headers_access;
+
+  // entries() is inline: this layout and the state values below are part of the ABI (a change bumps the SONAME).
 
   // state_: `parsed` (entries_ is everything), `pending` (lines_ still to be parsed into entries_), or `busy` (one
   // thread is parsing lines_, or copying them, and the others wait for it).

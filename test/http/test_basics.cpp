@@ -153,6 +153,13 @@ TEST_CASE("repeated response headers are joined with \", \" in the first one's p
   CHECK(pos("x-repeat") < pos("x-other"));
 }
 
+TEST_CASE("a chunked response's trailers are among its headers") {
+  auto r = http::get(url("/trailers"));
+  CHECK(r.body == "hello world");
+  CHECK(r.headers.at("x-trailer") == "done");
+  CHECK(r.headers.at("content-type") == "text/plain");
+}
+
 TEST_CASE("header values lose the blanks around them; an empty value is a header too") {
   auto r = http::get(url("/repeat-headers"));
   CHECK(r.headers.at("x-padded") == "padded value");
@@ -175,9 +182,14 @@ TEST_CASE("headers parsed on first read: copies, moves, adds and concurrent firs
   };
   SUBCASE("a copy of an unread map, and the map itself") {
     http::headers_map copy = fetched.headers;
+    const http::headers_map other = fetched.headers;
+    CHECK(copy == other);  // both unread until compared
     CHECK(entries(copy) == want);
     CHECK(entries(fetched.headers) == want);
     CHECK(copy == fetched.headers);
+    http::headers_map& self = copy;
+    copy = self;  // self-assignment keeps the map
+    CHECK(entries(copy) == want);
   }
   SUBCASE("moved from unread: the target has the headers, the source none") {
     http::response r = fetched;

@@ -288,7 +288,18 @@ TEST_CASE("session::open returns at the response headers, before the server send
     auto st = s.open(url("/redirect/2"));
     CHECK(st.status() == 200);
     CHECK(st.url() == url("/redirect/0"));
+    CHECK_FALSE(st.headers().contains("location"));
     CHECK(st.read_all() == "redirect done");
+  }
+  SUBCASE("trailers join the headers already read") {
+    auto st = s.open(url("/trailers"));
+    REQUIRE(st.status() == 200);
+    // Read (parsed) before the trailer arrives, which the server sends 0.3 s after the headers.
+    CHECK(st.headers().at("content-type") == "text/plain");
+    CHECK(st.read_all() == "hello world");
+    CHECK(st.headers().at("x-trailer") == "done");
+    CHECK(st.headers().at("content-type") == "text/plain");
+    CHECK(st.headers().size() >= 4);  // server, date, content-type, transfer-encoding, trailer... and x-trailer
   }
   SUBCASE("a redirect not followed is the response") {
     http::options o;

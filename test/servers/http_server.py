@@ -48,6 +48,8 @@ GET  /repeat-headers            200 "repeats" with the headers X-Repeat: one,
                                 X-Other: 1, x-REPEAT: two, X-Padded: (tab,
                                 space) padded value (space, tab), X-Blank:
                                 (nothing) (in that order).
+GET  /trailers                  200 "hello world", chunked, then 0.3 s later
+                                the last chunk and the trailer X-Trailer: done.
 GET  /drop/<n>                  200 with Content-Length n, but only n//2
                                 pattern bytes are sent, then the connection
                                 is shut down and closed (FIN, no TLS
@@ -318,6 +320,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     k = k.lower()
                     result[k] = result[k] + ", " + v if k in result else v
                 self._reply(200, json.dumps(result), "application/json")
+            elif path == "/trailers":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Trailer", "X-Trailer")
+                self.end_headers()
+                self._write(b"5\r\nhello\r\n6\r\n world\r\n")
+                self.wfile.flush()
+                time.sleep(0.3)  # the headers reach the client well before the trailer
+                self._write(b"0\r\nX-Trailer:  done \r\n\r\n")
             elif path == "/repeat-headers":
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
