@@ -524,15 +524,7 @@ struct transfer_impl {
       t->expected_body = (ec == std::errc() && p == value.data() + value.size()) ? n : 0;
     }
     try {
-      if (t->headers_done) {
-        // A trailer (after a chunked body): a stream's reader may hold the map, and references into it, by now.
-        // add() extends the parsed entries in place, as a new header would, instead of re-parsing into a new
-        // vector.
-        const std::size_t colon = line.find(':');
-        if (colon != std::string_view::npos) t->headers.add(line.substr(0, colon), trim_blanks(line.substr(colon + 1)));
-      } else {
-        http::detail::headers_access::append_line(t->headers, line);
-      }
+      http::detail::headers_access::append_line(t->headers, line);
     } catch (...) {
       return 0;  // out of memory: fail the transfer (CURLE_WRITE_ERROR) rather than throw through libcurl
     }

@@ -21,6 +21,7 @@
 
 #include "ascii.hpp"
 #include "curl_driver.hpp"
+#include "headers_access.hpp"
 #include "tendril/executor.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/sync.hpp"
@@ -159,6 +160,12 @@ headers_map& headers_map::operator=(headers_map&& other) noexcept {
   return *this;
 }
 
+void detail::headers_access::add_line(std::vector<headers_map::value_type>& entries, std::string_view line) {
+  const std::size_t colon = line.find(':');
+  if (colon == std::string_view::npos) return;  // not a header line (HTTP/1.1 forbids line folding)
+  add_entry(entries, line.substr(0, colon), trim_blanks(line.substr(colon + 1)));
+}
+
 const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
   if (!lock_pending()) return entries_;  // another thread parsed them meanwhile
   try {
@@ -172,9 +179,7 @@ const std::vector<headers_map::value_type>& headers_map::parse_pending() const {
       const std::size_t eol = rest.find('\n');
       std::string_view line = rest.substr(0, eol);
       rest.remove_prefix(eol == std::string_view::npos ? rest.size() : eol + 1);
-      const std::size_t colon = line.find(':');
-      if (colon == std::string_view::npos) continue;  // not a header line (HTTP/1.1 forbids line folding)
-      add_entry(out, line.substr(0, colon), trim_blanks(line.substr(colon + 1)));
+      detail::headers_access::add_line(out, line);
     }
     entries_.swap(out);
     std::string().swap(lines_);
@@ -337,8 +342,7 @@ class session_state {
 
    private:
     // Gives the host's slot back if `holding`, and drops the host's entry once no request holds or waits for its
-    // slots: a session that talks to many hosts
-    // over time keeps entries only for those in use.
+    // slots: a session that talks to many hosts over time keeps entries only for those in use.
     void leave_host(bool holding) noexcept {
       if (!host_) return;
       if (holding) (*host_)->second.sem.release();
