@@ -364,17 +364,24 @@ void destroy(greenlet_impl* g) noexcept {
 
 // ---- switching -----------------------------------------------------------------------------------------------
 
+// Who is switching: a live greenlet (switch_(), throw_()), or one that has just finished (its result goes up).
+enum class switch_origin { caller, finished };
+
 // Follows the rules for dead and unstarted targets until it finds the greenlet that really receives (v, e).
-greenlet_impl* resolve(greenlet_impl* target, value& v, std::exception_ptr& e) {
+greenlet_impl* resolve(greenlet_impl* target, value& v, std::exception_ptr& e, switch_origin origin) {
   for (;;) {
     if (target->dead) {
       target = target->parent;  // a main greenlet never dies, so the chain ends
       continue;
     }
     if (!target->started && !target->run && !e) {
-      // Python raises in the caller; here the unstarted, run-less greenlet dies and the error goes to its
-      // parent chain like any exception escaping it.
+      // As in Python (which fails to look up `run`): nothing changes and the error is raised in the caller; the
+      // run-less greenlet stays unstarted. A finished greenlet has no caller left to raise in: the error goes on
+      // to the run-less greenlet's parent, as an exception escaping the finished one would.
+      if (origin == switch_origin::caller) throw greenlet_error("cannot switch to a greenlet that has no run function");
       e = std::make_exception_ptr(greenlet_error("cannot switch to a greenlet that has no run function"));
+      target = target->parent;
+      continue;
     }
     if (!target->started && e) {
       // An unstarted greenlet that receives an exception dies without running; greenlet_exit becomes a value.
@@ -478,7 +485,7 @@ continuation run_greenlet(void* arg, continuation&& caller) {
   trace_event event = self->error ? trace_event::throw_ : trace_event::switch_;
   greenlet_impl* target = self->parent;
   for (;;) {
-    if (!target->started || target->dead) target = resolve(target, self->result, self->error);
+    if (!target->started || target->dead) target = resolve(target, self->result, self->error, switch_origin::finished);
     try {
       continuation next = prepare_landing(d, self, target, self->result, self->error, event);
       if (!self->error) tendril_tl_switch.message.e = nullptr;  // nothing thrown: the landing can take the fast path
@@ -501,7 +508,7 @@ TENDRIL_HOT value switch_to(greenlet_impl* target, value& v, std::exception_ptr&
   }
   greenlet_impl* self = d->current;
   if (target->dead || (!target->started && (e || !target->run))) [[unlikely]]
-    target = resolve(target, v, e);
+    target = resolve(target, v, e, switch_origin::caller);
   if (target == self) [[unlikely]] {
     if (e) std::rethrow_exception(e);
     return std::move(v);
@@ -561,7 +568,7 @@ extern "C" switch_plan tendril_switch_begin(value* out, greenlet_impl* const* ha
   if (target->domain != d) throw greenlet_error("cannot switch to a greenlet of another thread or task");
   greenlet_impl* self = d->current;
   std::exception_ptr e;
-  if (target->dead || (!target->started && !target->run)) target = resolve(target, *v, e);
+  if (target->dead || (!target->started && !target->run)) target = resolve(target, *v, e, switch_origin::caller);
   if (target == self) {
     if (e) std::rethrow_exception(std::move(e));
     ::new (static_cast<void*>(out)) value(std::move(*v));

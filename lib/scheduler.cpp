@@ -655,7 +655,7 @@ bool task_base::cancel() noexcept {
   return true;
 }
 
-std::exception_ptr task_base::exception() {
+std::exception_ptr task_base::exception() const {
   std::lock_guard<spin_mutex> lk(mutex_);
   if (!done()) throw usage_error("task '" + name_ + "' has not finished yet; exception() needs a finished task");
   retrieved_ = true;

@@ -138,8 +138,8 @@ class TENDRIL_API greenlet {
  public:
   using run_function = std::function<value(value)>;
 
-  // An unstarted greenlet with no run function; switching to it throws greenlet_error. Its parent is the
-  // current greenlet.
+  // An unstarted greenlet with no run function; switching to it throws greenlet_error in the caller and leaves
+  // it unstarted (Python's AttributeError: run). Its parent is the current greenlet.
   greenlet();
 
   // A greenlet that will call run(...) when first switched to. `run` may take a `value`, or typed parameters

@@ -56,9 +56,10 @@ class TENDRIL_API timeout_error : public std::runtime_error {
 };
 
 // Misuse of the API: a task waiting on itself, a promise satisfied twice, run() inside a task...
-class TENDRIL_API usage_error : public std::logic_error {
+// A std::runtime_error, like every tendril error (before 0.6 it was a std::logic_error).
+class TENDRIL_API usage_error : public std::runtime_error {
  public:
-  using std::logic_error::logic_error;
+  using std::runtime_error::runtime_error;
 };
 
 struct spawn_options {
@@ -92,7 +93,7 @@ class TENDRIL_API task_base {
   bool failed() const noexcept;  // done with an exception other than task_cancelled (does not retrieve it)
   bool cancel() noexcept;
   const std::string& name() const noexcept { return name_; }
-  std::exception_ptr exception();  // after done; marks the exception retrieved
+  std::exception_ptr exception() const;  // after done; marks the exception retrieved
   void rethrow_if_failed();        // after done
   void on_done(std::function<void()> callback);
   // Like on_done(), for a waiter that may stop caring before the task finishes (wait(), gather()): returns a key
@@ -126,7 +127,7 @@ class TENDRIL_API task_base {
   std::atomic<bool> done_{false};
   std::atomic<bool> cancel_requested_{false};  // cancel() was called (for the record; the context carries it)
   bool cancelled_ = false;
-  bool retrieved_ = false;
+  mutable bool retrieved_ = false;  // exception() (const) records that the error was seen
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
   stack_info stack_;                 // for the stack-overflow message
   // Links in its thread's list of live tasks (an intrusive list: spawning allocates no list node).
@@ -222,8 +223,9 @@ class task {
   // otherwise (also when cancellation was already requested: cancelling twice is harmless).
   bool cancel() noexcept { return state_ && state_->cancel(); }
   const std::string& name() const { return state().name(); }
-  // The exception the task finished with, or null; only meaningful once done().
-  std::exception_ptr exception() { return state().exception(); }
+  // The exception the task finished with (task_cancelled if it was cancelled), or null if it returned; marks
+  // the exception retrieved (no "never retrieved" report). Throws usage_error if the task has not finished.
+  std::exception_ptr exception() const { return state().exception(); }
   // Runs `cb(task)` once the task finishes, in the finishing task (at once if it has already finished).
   // An exception from the callback goes to the unhandled-exception handler.
   void add_done_callback(std::function<void(task&)> cb) {

@@ -64,7 +64,8 @@ struct completion_counter {
   spin_mutex mutex;
   wait_queue waiters;
   std::size_t finished = 0;
-  std::size_t failed = 0;
+  std::size_t failed = 0;                 // finished with an exception other than task_cancelled
+  task_base* first_error = nullptr;       // the first to finish with any exception, cancellation included
 };
 
 // The done callbacks watch() puts on the tasks, removed when the wait is over (however it ends): waiting again
@@ -81,31 +82,48 @@ struct watch_set {
   }
 };
 
+// Counts one task's completion in w's counter (the watch_set keeps the task's state alive meanwhile).
+inline void watch_one(std::shared_ptr<task_base> state, watch_set& w) {
+  if (!state) throw usage_error("tendril::wait: empty task handle");
+  std::uint64_t key = state->on_done_removable([c = w.counter, raw = state.get()] {
+    const bool failed = raw->failed();
+    const bool error = failed || raw->cancelled();
+    std::lock_guard<spin_mutex> lk(c->mutex);
+    ++c->finished;
+    if (failed) ++c->failed;
+    if (error && c->first_error == nullptr) c->first_error = raw;
+    c->waiters.notify_all();
+  });
+  w.keys.emplace_back(std::move(state), key);
+}
+
 template <class T>
 void watch(std::vector<task<T>>& tasks, watch_set& w) {
   w.keys.reserve(tasks.size());
-  for (auto& t : tasks) {
-    auto state = t.state_ptr();
-    if (!state) throw usage_error("tendril::wait: empty task handle");
-    std::uint64_t key = state->on_done_removable([c = w.counter, raw = state.get()] {
-      bool failed = raw->failed();
-      std::lock_guard<spin_mutex> lk(c->mutex);
-      ++c->finished;
-      if (failed) ++c->failed;
-      c->waiters.notify_all();
-    });
-    w.keys.emplace_back(std::move(state), key);
-  }
+  for (auto& t : tasks) watch_one(t.state_ptr(), w);
 }
 
-// Waits until `enough(finished, failed)` or the deadline; returns false on timeout.
+// Waits until `enough(counter)` or the deadline; returns false on timeout.
 template <class Pred>
 bool wait_counter(completion_counter& c, std::optional<time_point> deadline, Pred enough) {
   std::unique_lock<spin_mutex> lk(c.mutex);
-  while (!enough(c.finished, c.failed)) {
-    if (!c.waiters.wait(lk, deadline) && !enough(c.finished, c.failed)) return false;
+  while (!enough(c)) {
+    if (!c.waiters.wait(lk, deadline) && !enough(c)) return false;
   }
   return true;
+}
+
+// gather's wait: until every watched task has finished or one has finished with an exception (a cancelled one
+// too, as in asyncio); then rethrows that first exception.
+inline void wait_all_or_first_error(watch_set& w, std::size_t n) {
+  detail::wait_counter(*w.counter, std::nullopt,
+                       [n](const completion_counter& c) { return c.first_error != nullptr || c.finished == n; });
+  task_base* first_error = nullptr;
+  {
+    std::lock_guard<spin_mutex> lk(w.counter->mutex);
+    first_error = w.counter->first_error;
+  }
+  if (first_error != nullptr) std::rethrow_exception(first_error->exception());
 }
 
 template <class T>
@@ -131,14 +149,14 @@ wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout
   detail::watch(tasks, watched);
   const std::size_t n = tasks.size();
   detail::wait_counter(*watched.counter, detail::deadline_after(timeout),
-                       [&](std::size_t finished, std::size_t failed) {
+                       [&](const detail::completion_counter& c) {
                          switch (when) {
                            case return_when::first_completed:
-                             return finished >= 1 || n == 0;
+                             return c.finished >= 1 || n == 0;
                            case return_when::first_exception:
-                             return failed >= 1 || finished == n;
+                             return c.failed >= 1 || c.finished == n;
                            default:
-                             return finished == n;
+                             return c.finished == n;
                          }
                        });
   wait_result<T> r;
@@ -146,28 +164,28 @@ wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout
   return r;
 }
 
-// asyncio.gather: waits for all tasks and returns their results in order. If a task fails, its exception is
-// rethrown as soon as it happens (the other tasks keep running, as in asyncio).
+// asyncio.gather: waits for all tasks and returns their results in order. The first task to fail has its
+// exception rethrown as soon as it happens; a task that is cancelled counts as failing with task_cancelled, as
+// in asyncio. The other tasks keep running (gather cancels nothing).
 template <class T>
 std::vector<detail::gathered_t<T>> gather(std::vector<task<T>>& tasks) {
   detail::watch_set watched;
   detail::watch(tasks, watched);
-  const std::size_t n = tasks.size();
-  detail::wait_counter(*watched.counter, std::nullopt,
-                       [&](std::size_t finished, std::size_t failed) { return failed >= 1 || finished == n; });
-  for (auto& t : tasks) {
-    if (t.state_ptr()->failed()) std::rethrow_exception(t.exception());
-  }
+  detail::wait_all_or_first_error(watched, tasks.size());
   std::vector<detail::gathered_t<T>> results;
-  results.reserve(n);
+  results.reserve(tasks.size());
   for (auto& t : tasks) results.push_back(detail::get_gathered(t));
   return results;
 }
 
-// gather for tasks of different types: a tuple of their results (void results are std::monostate).
+// gather for tasks of different types: a tuple of their results (void results are std::monostate). Errors as
+// for the vector form: the first one is rethrown as soon as it happens.
 template <class... T>
 std::tuple<detail::gathered_t<T>...> gather(task<T>&... tasks) {
-  (tasks.join(), ...);
+  detail::watch_set watched;
+  watched.keys.reserve(sizeof...(T));
+  (detail::watch_one(tasks.state_ptr(), watched), ...);
+  detail::wait_all_or_first_error(watched, sizeof...(T));
   return std::tuple<detail::gathered_t<T>...>(detail::get_gathered(tasks)...);
 }
 

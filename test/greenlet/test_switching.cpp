@@ -374,12 +374,31 @@ TEST_CASE("a greenlet without a run function") {
     } catch (const greenlet_error& e) {
       CHECK(std::string(e.what()).find("run") != std::string::npos);
     }
+    CHECK_FALSE(g.started());  // nothing happened to it, as in Python
+    CHECK_FALSE(g.dead());
+  }
+  SUBCASE("the error is raised in the caller, not in the run-less greenlet's parent") {
+    std::vector<std::string> log;
+    greenlet p([&] {
+      log.push_back("p started");
+      greenlet::current().parent()->switch_();
+      log.push_back("p resumed");
+      return 7;
+    });
+    p.switch_();
+    greenlet g;
+    g.set_parent(p);
+    CHECK_THROWS_AS(g.switch_(), greenlet_error);
+    CHECK(log == std::vector<std::string>{"p started"});  // p was not resumed with the error
+    CHECK_FALSE(g.started());
+    CHECK(p.switch_().as<int>() == 7);
   }
   SUBCASE("a child returning into it raises greenlet_error in the caller (test_parent_return_failure)") {
     greenlet g1;
     greenlet g2([] {}, g1);
     CHECK_THROWS_AS(g2.switch_(), greenlet_error);
     CHECK(g2.dead());
+    CHECK_FALSE(g1.started());  // the error went on to g1's parent; g1 itself never ran
   }
   SUBCASE("throw_ into it: it dies without running and the exception reaches the caller") {
     greenlet g;

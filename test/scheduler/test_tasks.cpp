@@ -99,6 +99,20 @@ TEST_CASE("an empty task handle is a usage error") {
   CHECK_FALSE(t.done());
   CHECK_FALSE(t.cancel());
   CHECK_THROWS_AS(t.get(), tendril::usage_error);
+  // Like every tendril error, a std::runtime_error (DESIGN.md's conventions).
+  CHECK_THROWS_AS(t.get(), std::runtime_error);
+}
+
+TEST_CASE("exception() works on a const handle, and before the task finishes it is a usage error") {
+  capture_unhandled cap;
+  tendril::run([] {
+    const auto t = tendril::spawn([]() -> int { throw std::runtime_error("const-visible"); });
+    CHECK_THROWS_AS(t.exception(), tendril::usage_error);  // not started yet
+    tendril::task<int>(t).join();
+    REQUIRE(t.exception() != nullptr);
+    CHECK_THROWS_WITH(std::rethrow_exception(t.exception()), "const-visible");
+  });
+  CHECK(cap.reports.empty());  // retrieved through the const handle
 }
 
 TEST_CASE("tasks start only at the creator's next suspension point (main start, main end, then tasks)") {

@@ -110,6 +110,72 @@ TEST_CASE("the tuple form of gather rethrows a task's exception") {
   });
 }
 
+TEST_CASE("the tuple form of gather rethrows the first error promptly, before slower tasks finish") {
+  tendril::run([] {
+    tendril::event release;
+    auto slow = tendril::spawn([&] {
+      release.wait_for(5s);  // bounded, so that a gather waiting for it would fail below instead of hanging
+      return 1;
+    });
+    auto b = failer(20, "tuple first");
+    CHECK_THROWS_WITH(tendril::gather(slow, b), "tuple first");
+    CHECK_FALSE(slow.done());  // a join in argument order would still be waiting for it
+    release.set();
+    CHECK(slow.get() == 1);
+  });
+}
+
+TEST_CASE("gather rethrows the error that happened first, not the first in the list") {
+  capture_unhandled cap;
+  tendril::run([] {
+    std::vector<tendril::task<int>> ts{failer(150, "later"), failer(20, "earlier")};
+    CHECK_THROWS_WITH(tendril::gather(ts), "earlier");
+    CHECK_THROWS_WITH(ts[0].get(), "later");
+  });
+  tendril::run([] {  // tasks that had already failed when gather looked: the first in the list, as in asyncio
+    std::vector<tendril::task<int>> ts{failer(30, "listed first"), failer(0, "failed first")};
+    tendril::sleep_for(60ms);
+    REQUIRE(ts[0].done());
+    CHECK_THROWS_WITH(tendril::gather(ts), "listed first");
+  });
+  CHECK(cap.reports.size() == 1);  // "failed first", never retrieved
+}
+
+TEST_CASE("gather treats a cancelled task as failing with task_cancelled, at once (asyncio)") {
+  tendril::run([] {
+    tendril::event release;
+    std::vector<tendril::task<int>> ts;
+    ts.push_back(tendril::spawn([&] {
+      release.wait_for(5s);
+      return 1;
+    }));
+    ts.push_back(tendril::spawn([] {
+      tendril::sleep_for(1h);
+      return 2;
+    }));
+    auto canceller = tendril::spawn([&] {
+      tendril::sleep_for(20ms);
+      ts[1].cancel();
+    });
+    CHECK_THROWS_AS(tendril::gather(ts), tendril::task_cancelled);
+    CHECK(ts[1].cancelled());
+    CHECK_FALSE(ts[0].done());  // not held up by the task still running
+    release.set();
+    CHECK(ts[0].get() == 1);
+    canceller.join();
+  });
+  tendril::run([] {  // the tuple form too
+    auto a = tendril::spawn([] {
+      tendril::sleep_for(1h);
+      return 1;
+    });
+    auto b = tendril::spawn([] { return std::string("b"); });
+    tendril::yield();
+    a.cancel();
+    CHECK_THROWS_AS(tendril::gather(a, b), tendril::task_cancelled);
+  });
+}
+
 TEST_CASE("gather_settled returns an outcome per task (return_exceptions=True)") {
   capture_unhandled cap;
   tendril::run([] {
