@@ -57,6 +57,24 @@ constexpr std::size_t release_batch = 128;
 // own (see guard_mode): up to this many bytes or stacks per slab.
 constexpr std::size_t slab_bytes = 4UL * 1024 * 1024;
 constexpr std::size_t slab_max_stacks = 64;
+// No stack can be larger than the x86-64 user address space (128 TiB): requests above this are clamped to it, so
+// rounding to pages cannot wrap around, and the mapping then fails with a clear error.
+constexpr std::size_t max_stack_size = std::size_t{1} << 47;
+
+// std::bad_alloc (what a failed mapping has always thrown) with a message that says which stack and why.
+class stack_alloc_error final : public std::bad_alloc {
+ public:
+  stack_alloc_error(std::size_t size, const char* step, int err) noexcept {
+    std::snprintf(what_, sizeof what_,
+                  "tendril: cannot allocate a stack of %zu usable bytes (%s: %s); ask for a smaller stack_size, or "
+                  "check ulimit -v and vm.max_map_count",
+                  size, step, std::strerror(err));
+  }
+  const char* what() const noexcept override { return what_; }
+
+ private:
+  char what_[256];
+};
 
 // How guard pages are made. MADV_GUARD_INSTALL (Linux 6.13) marks pages in the page tables: no separate mapping,
 // so a whole slab of stacks is one VMA (and adjacent slabs merge), which makes mapping, unmapping and the VMA count
@@ -242,7 +260,7 @@ bool map_slab(thread_pool_state& st, size_class& c, std::size_t size) {
   const std::size_t n = std::clamp<std::size_t>(slab_bytes / stride, 1, slab_max_stacks);
   void* mem = ::mmap(nullptr, n * stride, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (mem == MAP_FAILED) throw std::bad_alloc();
+  if (mem == MAP_FAILED) throw stack_alloc_error(size, "mmap", errno);
   char* base = static_cast<char*>(mem);
   // All guard pages in one process_madvise() call when the kernel takes it, else one madvise() each.
   iovec* iov = st.slab_iov;
@@ -272,11 +290,12 @@ stack_block map_single(std::size_t size) {
   const std::size_t page = page_size();
   void* mem = ::mmap(nullptr, size + page, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-  if (mem == MAP_FAILED) throw std::bad_alloc();
+  if (mem == MAP_FAILED) throw stack_alloc_error(size, "mmap", errno);
   if (::mprotect(mem, page, PROT_NONE) != 0) {
     // ENOMEM here usually means vm.max_map_count is exhausted (two mappings per stack).
+    const int err = errno;
     ::munmap(mem, size + page);
-    throw std::bad_alloc();
+    throw stack_alloc_error(size, "mprotect of the guard page", err);
   }
   return stack_block{static_cast<char*>(mem) + page + size, size};
 }
@@ -406,6 +425,7 @@ std::size_t usable_stack_size(std::size_t size) noexcept {
   if (size == 0) size = default_stack_size();
   const std::size_t page = page_size();
   if (size < 4 * page) size = 4 * page;
+  size = std::min(size, max_stack_size);
   return (size + page - 1) / page * page;
 }
 

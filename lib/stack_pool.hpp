@@ -12,10 +12,11 @@ struct stack_block {
   std::size_t size = 0;  // usable bytes
 };
 
-// Rounds `size` (0 = default) up to whole pages.
+// Rounds `size` (0 = default) up to whole pages; at least 4 pages, at most the address space's size.
 std::size_t usable_stack_size(std::size_t size) noexcept;
 
-// A stack from the calling thread's pool, or a new mapping. Throws std::bad_alloc if mmap fails.
+// A stack from the calling thread's pool, or a new mapping. Throws std::bad_alloc (with a message naming the size
+// and the failed call) if it cannot be mapped.
 stack_block allocate_stack(std::size_t size);
 // Returns a stack to the calling thread's pool (or unmaps it when the pool is full or gone).
 void free_stack(stack_block block) noexcept;

@@ -3,7 +3,11 @@
 // Every greenlet and every task runs on a stack from one allocator:
 //  - each stack is an mmap'd region with an inaccessible guard page below it, so running off the end faults;
 //  - a fault in a guard page ends the process with a message on stderr naming the greenlet or task and its
-//    stack size (a SIGSEGV handler on an alternate signal stack), never silent corruption;
+//    stack size (a SIGSEGV handler on an alternate signal stack), never silent corruption. A single frame larger
+//    than the guard page (a big local array) could jump over it: compile code that runs on tendril stacks with
+//    -fstack-clash-protection, which `pkg-config --cflags tendril` includes, so such frames fault in it too;
+//  - a size that cannot be mapped (beyond the address space or ulimit -v) throws std::bad_alloc whose what()
+//    names the size, when the task is spawned or the greenlet first switched to;
 //  - freed stacks are kept in a per-thread pool and reused, which makes creating greenlets and tasks cheap;
 //  - when tendril is built with valgrind's headers available, stacks are registered with valgrind.
 //

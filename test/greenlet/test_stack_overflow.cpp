@@ -1,4 +1,4 @@
-// Stacks: sizes, and the stack-overflow death test (in a forked child).
+// Stacks: sizes, and the stack-overflow death tests for greenlets and tasks (in forked children).
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -11,6 +11,7 @@
 
 #include "helpers.hpp"
 #include "tendril/greenlet.hpp"
+#include "tendril/scheduler.hpp"
 #include "tendril/stack.hpp"
 
 using tendril::greenlet;
@@ -37,6 +38,16 @@ int recurse_to(int depth) {
   pad[0] = static_cast<char>(depth);
   if (depth == 0) return pad[0];
   return recurse_to(depth - 1) + pad[0];
+}
+
+// One frame larger than a stack's guard page. Compiled as tendril's consumers are (tendril_dep, like pkg-config,
+// adds -fstack-clash-protection), its prologue touches every page on the way down, so it faults in the guard page;
+// without that flag it would skip the guard and write into whatever lies below the stack.
+[[gnu::noinline]] int big_frame() {
+  volatile char big[100 * 1024];
+  big[0] = 1;  // the frame's low end: 100 KiB down, past a 64 KiB stack and its guard page
+  big[sizeof big - 1] = 2;
+  return big[0] + big[sizeof big - 1];
 }
 
 struct child_result {
@@ -126,6 +137,30 @@ TEST_CASE("a stack overflow ends the process by SIGSEGV with a message naming th
   CHECK(r.err.find("stack overflow") != std::string::npos);
   CHECK(r.err.find("deep-recursion") != std::string::npos);
   CHECK(r.err.find("65536") != std::string::npos);
+}
+
+TEST_CASE("a stack overflow in a task names the task and its stack size") {
+  child_result r = run_in_child([] {
+    tendril::run(
+        [] { tendril::spawn([] { return recurse(0); }, {.name = "deep-task", .stack_size = 64 * 1024}).get(); });
+  });
+  INFO("child stderr: " << r.err);
+  CHECK(r.signalled);
+  CHECK(r.signal == SIGSEGV);
+  CHECK(r.err.find("stack overflow in task 'deep-task'") != std::string::npos);
+  CHECK(r.err.find("65536") != std::string::npos);
+}
+
+TEST_CASE("a frame larger than the guard page is reported as an overflow too, not jumped over") {
+  child_result r = run_in_child([] {
+    greenlet g([] { return big_frame(); }, std::nullopt, stack_options{.size = 64 * 1024, .name = "big-frame"});
+    g.switch_();
+  });
+  INFO("child stderr: " << r.err);
+  CHECK(r.signalled);
+  CHECK(r.signal == SIGSEGV);
+  CHECK(r.err.find("stack overflow") != std::string::npos);
+  CHECK(r.err.find("big-frame") != std::string::npos);
 }
 
 TEST_CASE("an overflow in an unnamed greenlet is reported as 'greenlet' with the default size") {

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cfenv>
+#include <cstdint>
 #include <new>
 #include <optional>
 #include <string>
@@ -486,12 +487,26 @@ TEST_CASE("set_parent errors: cycles and the main greenlet throw greenlet_error"
 }  // TEST_SUITE
 
 TEST_CASE("no memory for a new greenlet's stack: switch_ throws std::bad_alloc and nothing has changed") {
-  greenlet g([] { return 1; }, std::nullopt, tendril::stack_options{.size = std::size_t{1} << 50});  // 1 PiB
+  greenlet g([] { return 1; }, std::nullopt,
+             tendril::stack_options{.size = std::size_t{1} << 50, .name = {}});  // 1 PiB
   CHECK_THROWS_AS(g.switch_(), std::bad_alloc);
   CHECK(greenlet::current().is_main());
   CHECK_FALSE(g.started());
   greenlet h([] { return 2; });
   CHECK(h.switch_().as<int>() == 2);
+}
+
+TEST_CASE("a stack size near SIZE_MAX is refused with a message naming it, not wrapped around to a tiny stack") {
+  for (std::size_t size : {SIZE_MAX, SIZE_MAX - 100, std::size_t{1} << 50}) {
+    greenlet g([] { return 1; }, std::nullopt, tendril::stack_options{.size = size, .name = {}});
+    try {
+      g.switch_();
+      FAIL("a greenlet with a stack of " << size << " bytes ran");
+    } catch (const std::bad_alloc& e) {
+      CHECK(std::string(e.what()).find("cannot allocate a stack of") != std::string::npos);
+    }
+    CHECK_FALSE(g.started());
+  }
 }
 
 // The allocation fails in the finishing child, on its way to its parent: it cannot throw there (nothing is left to
@@ -503,7 +518,7 @@ TEST_CASE("no memory for the stack of a finished greenlet's unstarted parent: th
         parent_ran = true;
         return v;
       },
-      std::nullopt, tendril::stack_options{.size = std::size_t{1} << 50});
+      std::nullopt, tendril::stack_options{.size = std::size_t{1} << 50, .name = {}});
   greenlet c([] { return 1; }, p);
   CHECK_THROWS_AS(c.switch_(), std::bad_alloc);
   CHECK(c.dead());

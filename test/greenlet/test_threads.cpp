@@ -441,7 +441,7 @@ TEST_CASE("a greenlet suspended inside run when its thread ends: its closure is 
   std::optional<greenlet> g;
   std::thread([&] {
     // What the leaked stack references (the closure's storage, its parent, the thread's domain) is leaked too.
-    lsan_disabled_scope leaks_on_purpose;
+    [[maybe_unused]] lsan_disabled_scope leaks_on_purpose;
     g.emplace([p = probe(&destroyed)] { switch_to_parent(); });
     g->switch_();  // suspended inside run
   }).join();

@@ -63,6 +63,41 @@ inline int refused_port() {
   return ntohs(a.sin_port);
 }
 
+// A loopback port whose connections never complete: a listening socket that never accepts, its accept queue
+// filled by connections made here (Linux drops further SYNs while the queue is full, so a client's connect stays
+// pending and is retried). What a firewalled or overloaded host looks like to a client: for connect timeouts.
+struct unanswered_port {
+  int listener = -1;
+  std::vector<int> fillers;
+  int port = 0;
+  unanswered_port() {
+    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(listener >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(listener, 0) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+    // A backlog of 0 holds one connection; a few more make sure the queue is full, whatever the kernel rounds
+    // it to. Non-blocking: the later ones stay pending, which is the point.
+    for (int i = 0; i < 4; ++i) {
+      int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      REQUIRE(c >= 0);
+      (void)::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      fillers.push_back(c);
+    }
+  }
+  ~unanswered_port() {
+    for (int c : fillers) ::close(c);
+    ::close(listener);
+  }
+  unanswered_port(const unanswered_port&) = delete;
+  unanswered_port& operator=(const unanswered_port&) = delete;
+};
+
 // A fresh empty directory, removed with its contents at scope exit.
 struct temp_dir {
   fs::path path;

@@ -147,6 +147,34 @@ TEST_CASE("a stalled transfer with options.timeout throws http::timeout_error, a
   CHECK(caught_as_error);
 }
 
+TEST_CASE("a connection that is never accepted, with options.connect_timeout, throws http::timeout_error") {
+  unanswered_port target;
+  const std::string u = "http://127.0.0.1:" + std::to_string(target.port) + "/never";
+  http::options o;
+  o.connect_timeout = 300ms;
+  stopwatch sw;
+  auto e = expect_throw<http::timeout_error>([&] { http::get(u, o); });
+  CHECK(sw.elapsed() >= 300ms);
+  CHECK(sw.elapsed() < generous(10s));  // without the option, libcurl waits 300 s for a connection
+  check_names_url(e, u);
+  CHECK(e.code() == 28);  // CURLE_OPERATION_TIMEDOUT
+  INFO("what(): " << e.what());
+  CHECK(contains(e.what(), "onnect"));  // libcurl's message says it was the connection that timed out
+  // From a task, beside another task that keeps running.
+  int ticks = 0;
+  tendril::run([&] {
+    auto ticker = tendril::spawn([&] {
+      for (;;) {
+        tendril::sleep_for(20ms);
+        ++ticks;
+      }
+    });
+    CHECK_THROWS_AS(http::get(u, o), http::timeout_error);
+    ticker.cancel();
+  });
+  CHECK(ticks >= 5);
+}
+
 TEST_CASE("a 404 is a response until raise_for_status() throws status_error") {
   const std::string u = url("/status/404");
   auto r = http::get(u);

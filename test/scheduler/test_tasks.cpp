@@ -1,6 +1,7 @@
 // Tasks: spawn, get, join, done, name, start order, stacks, many tasks, sleeping and yielding order.
 #include <doctest/doctest.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <thread>
@@ -157,6 +158,20 @@ TEST_CASE("spawn with a custom stack size") {
     CHECK(t.get() == 48 * 1024 / 512);
     auto small = tendril::spawn([] { return 5; }, {.name = {}, .stack_size = 16 * 1024});
     CHECK(small.get() == 5);
+  });
+}
+
+TEST_CASE("spawn with a stack size that cannot be mapped throws std::bad_alloc naming it; nothing is spawned") {
+  tendril::run([] {
+    for (std::size_t size : {SIZE_MAX, std::size_t{1} << 50}) {
+      try {
+        tendril::spawn([] { return 1; }, {.name = "huge", .stack_size = size});
+        FAIL("a task with a stack of " << size << " bytes was spawned");
+      } catch (const std::bad_alloc& e) {
+        CHECK(std::string(e.what()).find("cannot allocate a stack of") != std::string::npos);
+      }
+    }
+    CHECK(tendril::spawn([] { return 2; }).get() == 2);  // the scheduler goes on
   });
 }
 

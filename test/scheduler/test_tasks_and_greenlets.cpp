@@ -177,6 +177,47 @@ TEST_CASE("a greenlet created in task A cannot be switched to from task B") {
   });
 }
 
+TEST_CASE("throw_, set_parent and a parent from another task are refused with greenlet_error") {
+  tendril::run([] {
+    std::optional<tendril::greenlet> in_a;
+    tendril::event created, tried;
+    auto a = tendril::spawn([&] {
+      in_a.emplace([] { tendril::greenlet::current().parent()->switch_(); });
+      in_a->switch_();  // started, suspended in task A
+      created.set();
+      tried.wait();
+      in_a->switch_();  // let it finish in its own task
+      CHECK(in_a->dead());
+      in_a.reset();
+    });
+    auto b = tendril::spawn([&] {
+      created.wait();
+      int refused = 0;
+      try {
+        in_a->throw_();
+      } catch (const tendril::greenlet_error&) {
+        ++refused;
+      }
+      tendril::greenlet mine([] {});
+      try {
+        mine.set_parent(*in_a);
+      } catch (const tendril::greenlet_error&) {
+        ++refused;
+      }
+      try {
+        tendril::greenlet child([] {}, *in_a);
+      } catch (const tendril::greenlet_error&) {
+        ++refused;
+      }
+      CHECK(mine.parent() == tendril::greenlet::current());  // unchanged
+      tried.set();
+      return refused;
+    });
+    CHECK(b.get() == 3);
+    a.get();
+  });
+}
+
 TEST_CASE("a blocking call inside a greenlet of a task suspends just that task") {
   tendril::run([] {
     std::vector<std::string> log;
