@@ -553,7 +553,8 @@ struct transfer_impl {
     // say whether it multiplexes, rather than opening one connection per transfer of a burst (libcurl's
     // default). Not for http://, which libcurl speaks as HTTP/1.1 (no h2c): there the wait would last until the
     // first response.
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, same_ignoring_ascii_case(std::string_view(request.url).substr(0, 8), "https://") ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+                     same_ignoring_ascii_case(std::string_view(request.url).substr(0, 8), "https://") ? 1L : 0L);
   }
 
   // Everything, on a blank (new or reset) handle.
