@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 
@@ -374,6 +375,7 @@ struct transfer_impl {
   http::headers_map headers;
   char error_buffer[CURL_ERROR_SIZE] = {};
   CURLcode code = CURLE_OK;
+  std::exception_ptr callback_error;  // what the user's on_progress threw (it aborted the transfer)
   bool added = false;
   bool finished = false;
   bool paused = false;
@@ -408,6 +410,7 @@ struct transfer_impl {
     headers.clear();
     error_buffer[0] = '\0';
     code = CURLE_OK;
+    callback_error = nullptr;
     added = finished = paused = ever_paused = headers_done = has_location = aborted = false;
     plain = false;
     profile.reset();
@@ -531,13 +534,21 @@ struct transfer_impl {
     return bytes;
   }
 
+  // Runs the user's callback on the driver task, inside libcurl: it must not suspend (a sleep or a wait would
+  // stall every transfer of the thread with libcurl mid-call), so a suspension throws usage_error there. An
+  // exception from the callback aborts the transfer, and the requester gets that exception.
   static int on_progress(void* userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     auto* t = static_cast<transfer_impl*>(userp);
     http::progress p{dlnow, dltotal, ulnow, ultotal};
     try {
+      no_suspend_scope inside_libcurl(
+          current_exec(),
+          "options::on_progress must not block or suspend (sleep, wait, yield, I/O, a request): it runs inside "
+          "libcurl on the thread's event loop; record the progress and act on it from a task");
       return t->request.on_progress(p) ? 0 : 1;
     } catch (...) {
-      return 1;  // an exception aborts the transfer
+      t->callback_error = std::current_exception();
+      return 1;
     }
   }
 
@@ -711,6 +722,9 @@ transfer::~transfer() {
 }
 
 void transfer::start() {
+  // A request from inside on_progress would call libcurl from within its own callback (and then wait).
+  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
+    throw_for(waiter::outcome::forbidden, self);
   impl_->started = std::chrono::steady_clock::now();
   CURLMcode rc = curl_multi_add_handle(impl_->driver->multi, impl_->easy);
   if (rc != CURLM_OK) {
@@ -728,7 +742,7 @@ void transfer::wait() {
   impl_->parked = &w;
   waiter::outcome o = park(w, nullptr, std::nullopt);
   impl_->parked = nullptr;
-  if (o == waiter::outcome::cancelled || o == waiter::outcome::scope_timeout) {
+  if (o != waiter::outcome::notified) {  // cancelled, a timeout scope, or forbidden (see no_suspend_scope)
     abort();
     throw_for(o, current_exec());
   }
@@ -758,6 +772,8 @@ void transfer::abort() noexcept {
 bool transfer::finished() const noexcept { return impl_->finished; }
 bool transfer::headers_done() const noexcept { return impl_->headers_done; }
 int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
+
+std::exception_ptr transfer::callback_error() const noexcept { return impl_->callback_error; }
 
 std::string transfer::describe_failure() const {
   const CURLcode c = impl_->code;

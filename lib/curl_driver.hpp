@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -70,6 +71,8 @@ class transfer {
   // Whether the final response's headers are all in (set before the first byte of its body).
   bool headers_done() const noexcept;
   int code() const noexcept;  // CURLcode; 0 = success
+  // What options::on_progress threw, aborting the transfer (null if it did not): the requester rethrows it.
+  std::exception_ptr callback_error() const noexcept;
   // libcurl's description of the failure, and a hint for the user.
   std::string describe_failure() const;
   long status() const;

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "exception_state.hpp"
 #include "greenlet_domain.hpp"
@@ -38,6 +39,23 @@ struct exec_context {
   stack_label label;
   // Its Boost.Fiber context, looked up on first use (context::active() is a call and a __tls_get_addr).
   boost::fibers::context* fiber = nullptr;
+  // While set, this context must not suspend (it is running user code inside a libcurl callback): park() returns
+  // waiter::outcome::forbidden and yield() throws; throw_for() turns that into a usage_error with this text.
+  const char* suspend_forbidden = nullptr;
+};
+
+// Marks the current context as one that must not suspend while it lives (see exec_context::suspend_forbidden).
+class no_suspend_scope {
+ public:
+  no_suspend_scope(exec_context& ctx, const char* why) noexcept
+      : ctx_(ctx), saved_(std::exchange(ctx.suspend_forbidden, why)) {}
+  ~no_suspend_scope() { ctx_.suspend_forbidden = saved_; }
+  no_suspend_scope(const no_suspend_scope&) = delete;
+  no_suspend_scope& operator=(const no_suspend_scope&) = delete;
+
+ private:
+  exec_context& ctx_;
+  const char* saved_;
 };
 
 // Wakes one suspension of a Boost.Fiber context: what boost::fibers::waker holds (the context and its waker
@@ -56,7 +74,7 @@ struct context_waker {
 
 // A parked context. Lives on the parked context's stack.
 struct waiter {
-  enum class outcome { waiting, notified, timed_out, cancelled, scope_timeout };
+  enum class outcome { waiting, notified, timed_out, cancelled, scope_timeout, forbidden };
 
   // Wakes the parked context with `why` unless it was already woken. Returns true if this call woke it.
   bool notify(outcome why) noexcept;

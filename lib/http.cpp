@@ -220,6 +220,7 @@ using tendril::detail::transfer;
 using tendril::detail::transfer_request;
 
 [[noreturn]] void throw_transfer_error(const transfer& t) {
+  if (std::exception_ptr thrown = t.callback_error()) std::rethrow_exception(thrown);  // on_progress's own
   const std::string& url = t.request().url;
   std::string what = t.request().method + " " + url + " failed: " + t.describe_failure();
   if (t.code() == tendril::detail::curl_operation_timedout) {

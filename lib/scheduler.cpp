@@ -295,11 +295,14 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
 }  // namespace
 
 waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept {
+  if (current_exec().suspend_forbidden != nullptr) [[unlikely]]
+    return waiter::outcome::forbidden;
   return park_impl(w, outer, deadline);
 }
 
 void throw_for(waiter::outcome o, exec_context& ctx) {
   if (o == waiter::outcome::cancelled) throw task_cancelled();
+  if (o == waiter::outcome::forbidden) throw usage_error(ctx.suspend_forbidden);
   if (o == waiter::outcome::scope_timeout) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(ctx.expired_scope_length).count();
     throw timeout_error("timed out: the enclosing tendril::timeout scope of " + std::to_string(ms) + " ms expired");
@@ -332,6 +335,8 @@ namespace {
 // Relock: see park_impl(). Without it, a notified wait returns true with `lk` released (it no longer owns it).
 template <class Lock, bool Relock = true>
 bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
+  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
+    throw_for(waiter::outcome::forbidden, self);
   waiter w;
   w.queue = &q;
   waiter*& head = wait_queue_access::head(q);
@@ -824,6 +829,8 @@ void sleep_for(duration d) { sleep_until(detail::deadline_in(d)); }
 
 void yield() {
   detail::exec_context& self = detail::current_exec();
+  if (self.suspend_forbidden != nullptr) [[unlikely]]
+    detail::throw_for(detail::waiter::outcome::forbidden, self);
   if (self.cancel_pending.load(std::memory_order_relaxed) && self.cancel_pending.exchange(false)) {
     throw task_cancelled();
   }

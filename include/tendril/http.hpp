@@ -153,7 +153,9 @@ struct options {
   // https_proxy/HTTPS_PROXY, all_proxy/ALL_PROXY, no_proxy/NO_PROXY), provided one of those proxy variables was set
   // when the thread made its first HTTP request; if none was, the thread never looks again (set them before).
   std::string proxy;
-  // Called as data moves; return false to abort the transfer (it then fails with http::error).
+  // Called as data moves; return false to abort the transfer (it then fails with http::error). It runs inside
+  // libcurl on the thread's event loop, so it must not block: a sleep, wait, yield, I/O or request in it throws
+  // tendril::usage_error there. An exception it throws aborts the transfer and is rethrown to the requester.
   std::function<bool(const progress&)> on_progress;
 };
 

@@ -1,4 +1,5 @@
 // Every error path gives its typed exception, with the libcurl code and a message naming the URL.
+#include <stdexcept>
 #include <string>
 
 #include "helpers.hpp"
@@ -271,11 +272,45 @@ TEST_CASE("on_progress is called, and returning false aborts with http::error") 
     CHECK(contains(e.what(), "on_progress"));
     CHECK(calls_after_abort == 0);
   }
-  SUBCASE("an exception from the callback aborts too") {
+  SUBCASE("an exception from the callback aborts too, and reaches the requester as it was thrown") {
     http::options o;
-    o.on_progress = [](const http::progress&) -> bool { throw std::runtime_error("boom"); };
-    auto e = expect_throw<http::error>([&] { http::get(url("/slow/10000?chunk=1000&interval=0.02"), o); });
-    CHECK(e.code() == 42);
+    o.on_progress = [](const http::progress&) -> bool { throw std::invalid_argument("boom"); };
+    CHECK_THROWS_WITH_AS(http::get(url("/slow/10000?chunk=1000&interval=0.02"), o), "boom", std::invalid_argument);
+    CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));  // the next request is fine
+  }
+}
+
+TEST_CASE("on_progress must not suspend: a sleep in it throws usage_error, and HTTP on the thread goes on") {
+  const std::string slow = url("/slow/100000?chunk=1000&interval=0.02");
+  SUBCASE("from main(), with no task") {
+    http::options o;
+    o.on_progress = [](const http::progress&) {
+      tendril::sleep_for(50ms);
+      return true;
+    };
+    try {
+      http::get(slow, o);
+      FAIL("a request whose on_progress sleeps succeeded");
+    } catch (const tendril::usage_error& e) {
+      CHECK(contains(e.what(), "on_progress must not block"));
+    }
+    CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
+  }
+  SUBCASE("from tasks: a yield or a nested request is refused too; another task's transfer is unharmed") {
+    tendril::run([&] {
+      auto neighbour = tendril::spawn([&] { return http::get(url("/slow/20000?chunk=2000&interval=0.02")).body; });
+      http::options yielding;
+      yielding.on_progress = [](const http::progress&) {
+        tendril::yield();
+        return true;
+      };
+      CHECK_THROWS_AS(http::get(slow, yielding), tendril::usage_error);
+      http::options requesting;
+      requesting.on_progress = [&](const http::progress&) { return http::get(url("/bytes/10")).status == 200; };
+      CHECK_THROWS_AS(http::get(slow, requesting), tendril::usage_error);
+      CHECK(neighbour.get() == expected_bytes(20000));
+      CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
+    });
   }
 }
 
