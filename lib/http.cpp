@@ -377,7 +377,24 @@ class session_state {
     r.ca_file = !o.ca_file.empty() ? o.ca_file : d.ca_file;
     r.proxy = !o.proxy.empty() ? o.proxy : d.proxy;
     r.on_progress = o.on_progress ? o.on_progress : d.on_progress;
+    check_limits(r);
     return r;
+  }
+
+  // Limits libcurl would take in a different sense (a negative max_redirects is "unlimited" to it) or not at all.
+  static void check_limits(const transfer_request& r) {
+    if (r.max_redirects < 0) {
+      throw usage_error("http::options::max_redirects is " + std::to_string(r.max_redirects) + " for " + r.url +
+                        ": it must be 0 or more (0: a redirect is an error)");
+    }
+    auto check = [&](const std::optional<duration>& d, const char* name) {
+      if (d && *d < duration::zero()) {
+        throw usage_error(std::string("http::options::") + name + " is negative for " + r.url +
+                          ": give a positive duration, or leave it unset for no limit");
+      }
+    };
+    check(r.timeout, "timeout");
+    check(r.connect_timeout, "connect_timeout");
   }
 
   // Runs `attempt` with the session's retry policy (idempotent methods only).
@@ -698,14 +715,17 @@ response perform(session_state& s, std::string_view method, std::string_view url
 
 // ---- session ---------------------------------------------------------------------------------------------------
 
-session::session(session_options o) : state_(std::make_unique<detail::session_state>(std::move(o))) {}
+session::session(session_options o) : state_(std::make_shared<detail::session_state>(std::move(o))) {}
 session::~session() = default;
 
 const session_options& session::settings() const noexcept { return state_->settings; }
 
+// Every call holds the session's state while it runs, so that a session destroyed meanwhile (by another task)
+// leaves its requests to finish instead of pulling their settings and limits from under them.
 response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
-  return state_->with_retries(
-      method, [&](bool may_retry) { return detail::perform(*state_, method, url, body, o, may_retry); });
+  const std::shared_ptr<detail::session_state> st = state_;
+  return st->with_retries(method,
+                          [&](bool may_retry) { return detail::perform(*st, method, url, body, o, may_retry); });
 }
 
 response session::get(std::string_view url, const options& o) { return request("GET", url, {}, o); }
@@ -716,11 +736,12 @@ response session::post(std::string_view url, std::string body, const options& o)
 
 download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
   detail::check_destination(to);
-  return state_->with_retries("GET", [&](bool) {
-    detail::session_state::slot slot(*state_, url);
+  const std::shared_ptr<detail::session_state> st = state_;
+  return st->with_retries("GET", [&](bool) {
+    detail::session_state::slot slot(*st, url);
     detail::temp_file file(to);
     detail::file_sink sink(file.fd());
-    tendril::detail::transfer t(state_->make_request("GET", url, {}, o), &sink);
+    tendril::detail::transfer t(st->make_request("GET", url, {}, o), &sink);
     t.run();
     if (sink.write_error() != 0) {
       detail::throw_file_error("cannot write the download", to, sink.write_error());
@@ -734,9 +755,10 @@ download_result session::download(std::string_view url, const std::filesystem::p
 }
 
 stream session::open(std::string_view url, const options& o) {
-  auto st = std::make_unique<detail::stream_state>(*state_, state_->make_request("GET", url, {}, o));
-  st->start();
-  return stream(std::move(st));
+  const std::shared_ptr<detail::session_state> st = state_;
+  auto reader = std::make_unique<detail::stream_state>(*st, st->make_request("GET", url, {}, o));
+  reader->start();
+  return stream(std::move(reader));
 }
 
 // ---- stream ----------------------------------------------------------------------------------------------------

@@ -139,10 +139,11 @@ struct options {
   // given here replaces a session default of the same name (case-insensitive).
   std::vector<std::pair<std::string, std::string>> headers;
   // Limit for the whole transfer (connect + send + receive); none by default. Exceeding it throws timeout_error.
+  // Rounded up to whole milliseconds (zero: 1 ms); a negative one is a tendril::usage_error.
   std::optional<duration> timeout;
-  // Limit for establishing the connection; libcurl's default (300 s) if unset.
+  // Limit for establishing the connection; libcurl's default (300 s) if unset. Rounded as timeout.
   std::optional<duration> connect_timeout;
-  // Follow 3xx redirects, at most max_redirects of them (an error beyond that).
+  // Follow 3xx redirects, at most max_redirects of them (an error beyond that; a negative limit is a usage_error).
   bool follow_redirects = true;
   int max_redirects = 10;
   // Verify the server's TLS certificate and host name. Turn off only for test servers.
@@ -268,7 +269,8 @@ struct session_options {
 
 // aiohttp.ClientSession: shares connections (keep-alive, HTTP/2 multiplexing where the server offers it),
 // default headers, limits and retries between requests. Usable from any task of the thread that created it
-// (and from other threads: each thread's transfers run on that thread's event loop).
+// (and from other threads: each thread's transfers run on that thread's event loop). Destroying a session while
+// other tasks still have requests in it lets those requests finish, under the session's settings and limits.
 class TENDRIL_API session {
  public:
   explicit session(session_options o = {});
@@ -294,7 +296,7 @@ class TENDRIL_API session {
   const session_options& settings() const noexcept;
 
  private:
-  std::unique_ptr<detail::session_state> state_;
+  std::shared_ptr<detail::session_state> state_;  // shared with the calls in progress
 };
 
 // One-off requests through the calling thread's default session.

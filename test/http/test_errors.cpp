@@ -176,6 +176,31 @@ TEST_CASE("a connection that is never accepted, with options.connect_timeout, th
   CHECK(ticks >= 5);
 }
 
+TEST_CASE("negative limits in options are a usage_error before anything is sent (libcurl reads -1 as unlimited)") {
+  const auto before = stats();
+  http::options redirects;
+  redirects.max_redirects = -1;
+  try {
+    http::get(url("/redirect-loop"), redirects);  // would loop forever with libcurl's reading of -1
+    FAIL("max_redirects = -1 was accepted");
+  } catch (const tendril::usage_error& e) {
+    CHECK(contains(e.what(), "max_redirects is -1"));
+  }
+  http::options timeout;
+  timeout.timeout = -1ms;
+  CHECK_THROWS_AS(http::get(url("/bytes/10"), timeout), tendril::usage_error);
+  http::options connect;
+  connect.connect_timeout = -1s;
+  CHECK_THROWS_AS(http::get(url("/bytes/10"), connect), tendril::usage_error);
+  http::session_options so;  // a session's defaults too
+  so.defaults.max_redirects = -3;
+  http::session s(so);
+  CHECK_THROWS_AS(s.get(url("/bytes/10")), tendril::usage_error);
+  CHECK(stats().requests == before.requests + 1);  // nothing was sent (but stats() itself)
+  redirects.max_redirects = 0;                     // zero is fine: a redirect is then an error
+  CHECK_THROWS_AS(http::get(url("/redirect/1"), redirects), http::error);
+}
+
 TEST_CASE("a 404 is a response until raise_for_status() throws status_error") {
   const std::string u = url("/status/404");
   auto r = http::get(u);

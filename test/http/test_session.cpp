@@ -1,6 +1,7 @@
 // Sessions: many requests from many tasks, connection reuse, max_connections / max_per_host, retries.
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,26 @@ TEST_CASE("max_connections limits the requests in flight") {
   CHECK(took < generous(10s));
   const long opened = stats().connections - before.connections;
   CHECK(opened <= 4 + 2);
+}
+
+TEST_CASE("a session destroyed while its requests run or wait for a slot lets them finish, still limited") {
+  http::session_options so;
+  so.max_connections = 1;
+  auto s = std::make_unique<http::session>(so);
+  stopwatch sw;
+  tendril::run([&] {
+    std::vector<tendril::task<long>> ts;
+    for (int i = 0; i < 3; ++i) {
+      ts.push_back(tendril::spawn([&] {
+        http::session& mine = *s;  // the reference the caller had; the session goes while this waits
+        return mine.get(url("/delay/0.2")).status;
+      }));
+    }
+    tendril::sleep_for(50ms);  // one request in flight, two waiting for its slot
+    s.reset();
+    for (long status : tendril::gather(ts)) CHECK(status == 200);
+  });
+  CHECK(sw.elapsed() >= 550ms);  // one at a time: the limit held after the session went
 }
 
 TEST_CASE("max_per_host limits each host separately") {
