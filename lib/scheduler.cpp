@@ -597,7 +597,8 @@ struct task_runner {
     try {
       cb();
     } catch (...) {
-      report_unhandled(st.name_ + " (done callback)", std::current_exception());
+      report_unhandled((st.name_.empty() ? std::string("task") : st.name_) + " (done callback)",
+                       std::current_exception());
     }
   }
 };
@@ -608,10 +609,16 @@ task_base::~task_base() {
   if (error_ && !retrieved_) report_unhandled(name_, error_);
 }
 
+std::string task_base::describe() const { return name_.empty() ? "unnamed task" : "task '" + name_ + "'"; }
+
+void task_base::check_not_current() const {
+  if (tl_current != nullptr && tl_current->task == this) throw usage_error(describe() + " cannot wait for itself");
+}
+
 void task_base::join() {
   if (done()) return;
   if (tl_current != nullptr && tl_current->task == this) {
-    throw usage_error("task '" + name_ + "' cannot wait for itself");
+    throw usage_error(describe() + " cannot wait for itself");
   }
   std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
@@ -624,7 +631,7 @@ void task_base::join() {
 bool task_base::join_until(time_point deadline) {
   if (done()) return true;
   if (tl_current != nullptr && tl_current->task == this) {
-    throw usage_error("task '" + name_ + "' cannot wait for itself");
+    throw usage_error(describe() + " cannot wait for itself");
   }
   std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
@@ -662,7 +669,7 @@ bool task_base::cancel() noexcept {
 
 std::exception_ptr task_base::exception() const {
   std::lock_guard<spin_mutex> lk(mutex_);
-  if (!done()) throw usage_error("task '" + name_ + "' has not finished yet; exception() needs a finished task");
+  if (!done()) throw usage_error(describe() + " has not finished yet; exception() needs a finished task");
   retrieved_ = true;
   return error_;
 }

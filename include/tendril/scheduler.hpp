@@ -86,7 +86,11 @@ class TENDRIL_API task_base {
   task_base& operator=(const task_base&) = delete;
   virtual ~task_base();
 
-  void join();                           // wait until done; never throws the task's exception
+  void join();  // wait until done; never throws the task's exception
+  // Throws usage_error if the caller is this task (which would wait for itself forever).
+  void check_not_current() const;
+  // "task 'name'", or "unnamed task": how messages name it.
+  std::string describe() const;
   bool join_until(time_point deadline);  // false on timeout
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   bool cancelled() const noexcept;
@@ -94,7 +98,7 @@ class TENDRIL_API task_base {
   bool cancel() noexcept;
   const std::string& name() const noexcept { return name_; }
   std::exception_ptr exception() const;  // after done; marks the exception retrieved
-  void rethrow_if_failed();        // after done
+  void rethrow_if_failed();              // after done
   void on_done(std::function<void()> callback);
   // Like on_done(), for a waiter that may stop caring before the task finishes (wait(), gather()): returns a key
   // for remove_done_callback(), or 0 if the task had already finished (the callback has then run).
@@ -127,7 +131,7 @@ class TENDRIL_API task_base {
   std::atomic<bool> done_{false};
   std::atomic<bool> cancel_requested_{false};  // cancel() was called (for the record; the context carries it)
   bool cancelled_ = false;
-  mutable bool retrieved_ = false;  // exception() (const) records that the error was seen
+  mutable bool retrieved_ = false;   // exception() (const) records that the error was seen
   std::shared_ptr<task_base> self_;  // keeps the state alive while the task runs
   stack_info stack_;                 // for the stack-overflow message
   // Links in its thread's list of live tasks (an intrusive list: spawning allocates no list node).
@@ -144,8 +148,8 @@ class task_state : public task_base {
   // For a move-only result: moves it out, once; a second call throws usage_error (never a moved-from value).
   T take_result() {
     if (taken_.exchange(true, std::memory_order_acq_rel)) {
-      throw usage_error("task '" + name() +
-                        "': its move-only result was already taken by an earlier get(); keep what that get() "
+      throw usage_error(describe() +
+                        ": its move-only result was already taken by an earlier get(); keep what that get() "
                         "returned, or return a copyable type (e.g. std::shared_ptr) to read it more than once");
     }
     return std::move(*result_);

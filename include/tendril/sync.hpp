@@ -119,22 +119,33 @@ class promise {
  public:
   promise() : state_(std::make_shared<detail::future_state<T>>()), owner_(std::make_shared<guard>(state_)) {}
 
-  future<T> get_future() const { return future<T>(state_); }
+  future<T> get_future() const { return future<T>(checked()); }
 
-  // Throws usage_error if already satisfied.
+  // Throws usage_error if already satisfied, or on a moved-from promise.
   template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
   void set_value(U v) {
-    state_->fulfil([&] { state_->value.emplace(std::move(v)); });
+    auto& st = checked();
+    st->fulfil([&] { st->value.emplace(std::move(v)); });
   }
   template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
   void set_value() {
-    state_->fulfil([&] { state_->value = true; });
+    auto& st = checked();
+    st->fulfil([&] { st->value = true; });
   }
+  // Throws usage_error for a null exception_ptr (the future would have neither a value nor an error).
   void set_exception(std::exception_ptr e) {
-    state_->fulfil([&] { state_->error = std::move(e); });
+    if (!e)
+      throw usage_error("promise::set_exception(nullptr): give the exception to deliver (std::current_exception())");
+    auto& st = checked();
+    st->fulfil([&] { st->error = std::move(e); });
   }
+  bool valid() const noexcept { return state_ != nullptr; }
 
  private:
+  const std::shared_ptr<detail::future_state<T>>& checked() const {
+    if (!state_) throw usage_error("use of a moved-from tendril::promise");
+    return state_;
+  }
   struct guard {
     std::shared_ptr<detail::future_state<T>> s;
     explicit guard(std::shared_ptr<detail::future_state<T>> st) : s(std::move(st)) {}

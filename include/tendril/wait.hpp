@@ -64,8 +64,8 @@ struct completion_counter {
   spin_mutex mutex;
   wait_queue waiters;
   std::size_t finished = 0;
-  std::size_t failed = 0;                 // finished with an exception other than task_cancelled
-  task_base* first_error = nullptr;       // the first to finish with any exception, cancellation included
+  std::size_t failed = 0;            // finished with an exception other than task_cancelled
+  task_base* first_error = nullptr;  // the first to finish with any exception, cancellation included
 };
 
 // The done callbacks watch() puts on the tasks, removed when the wait is over (however it ends): waiting again
@@ -85,6 +85,7 @@ struct watch_set {
 // Counts one task's completion in w's counter (the watch_set keeps the task's state alive meanwhile).
 inline void watch_one(std::shared_ptr<task_base> state, watch_set& w) {
   if (!state) throw usage_error("tendril::wait: empty task handle");
+  if (!state->done()) state->check_not_current();
   std::uint64_t key = state->on_done_removable([c = w.counter, raw = state.get()] {
     const bool failed = raw->failed();
     const bool error = failed || raw->cancelled();
@@ -148,17 +149,16 @@ wait_result<T> wait(std::vector<task<T>>& tasks, std::optional<duration> timeout
   detail::watch_set watched;
   detail::watch(tasks, watched);
   const std::size_t n = tasks.size();
-  detail::wait_counter(*watched.counter, detail::deadline_after(timeout),
-                       [&](const detail::completion_counter& c) {
-                         switch (when) {
-                           case return_when::first_completed:
-                             return c.finished >= 1 || n == 0;
-                           case return_when::first_exception:
-                             return c.failed >= 1 || c.finished == n;
-                           default:
-                             return c.finished == n;
-                         }
-                       });
+  detail::wait_counter(*watched.counter, detail::deadline_after(timeout), [&](const detail::completion_counter& c) {
+    switch (when) {
+      case return_when::first_completed:
+        return c.finished >= 1 || n == 0;
+      case return_when::first_exception:
+        return c.failed >= 1 || c.finished == n;
+      default:
+        return c.finished == n;
+    }
+  });
   wait_result<T> r;
   for (auto& t : tasks) (t.done() ? r.done : r.pending).push_back(t);
   return r;
@@ -215,7 +215,7 @@ T wait_for(task<T>& t, duration d) {
     t.join();
     if (t.cancelled() || !t.done()) {
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-      throw timeout_error("task '" + t.name() + "' did not finish within " + std::to_string(ms) +
+      throw timeout_error(t.state_ptr()->describe() + " did not finish within " + std::to_string(ms) +
                           " ms; it was cancelled");
     }
   }

@@ -97,6 +97,19 @@ TEST_CASE("an empty future is a usage error") {
   CHECK_THROWS_AS(f.get(), tendril::usage_error);
 }
 
+TEST_CASE("a moved-from promise and a null exception are usage errors, and leave the future as it was") {
+  tendril::promise<int> p;
+  auto f = p.get_future();
+  tendril::promise<int> q = std::move(p);
+  CHECK_FALSE(p.valid());
+  CHECK_THROWS_AS(p.set_value(1), tendril::usage_error);
+  CHECK_THROWS_AS(p.get_future(), tendril::usage_error);
+  CHECK_THROWS_AS(q.set_exception(nullptr), tendril::usage_error);
+  CHECK_FALSE(f.ready());
+  q.set_value(7);
+  CHECK(f.get() == 7);
+}
+
 TEST_CASE("a future waited on by several tasks wakes them all") {
   tendril::run([] {
     tendril::promise<int> p;

@@ -71,6 +71,37 @@ TEST_CASE("gather rethrows the first error promptly; the other tasks keep runnin
   });
 }
 
+TEST_CASE("gather and wait on a list holding the calling task are a usage error, not a silent deadlock") {
+  tendril::run([] {
+    tendril::task<int> me;
+    auto other = sleeper(10, 2);
+    me = tendril::spawn(
+        [&] {
+          int refused = 0;
+          std::vector<tendril::task<int>> both{other, me};
+          try {
+            tendril::gather(both);
+          } catch (const tendril::usage_error& e) {
+            refused += std::string(e.what()).find("task 'selfie' cannot wait for itself") != std::string::npos;
+          }
+          try {
+            tendril::gather(other, me);
+          } catch (const tendril::usage_error&) {
+            ++refused;
+          }
+          try {
+            tendril::wait(both, 1h, tendril::return_when::first_completed);
+          } catch (const tendril::usage_error&) {
+            ++refused;
+          }
+          return refused;
+        },
+        {.name = "selfie", .stack_size = 0});
+    CHECK(me.get() == 3);
+    CHECK(other.get() == 2);
+  });
+}
+
 TEST_CASE("gather of void tasks returns monostates") {
   tendril::run([] {
     int ran = 0;
