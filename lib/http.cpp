@@ -623,8 +623,21 @@ void check_destination(const std::filesystem::path& to) {
     throw_file_error("cannot download to a path with no file name (name the file: dir / \"name\")", to, EISDIR);
   }
   struct stat st {};
-  if (::lstat(to.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    throw_file_error("cannot download to an existing directory (name the file: dir / \"name\")", to, EISDIR);
+  if (::lstat(to.c_str(), &st) == 0) {
+    // The download replaces `to` by a rename, which replaces whatever is there: only a regular file may be.
+    if (S_ISDIR(st.st_mode)) {
+      throw_file_error("cannot download to an existing directory (name the file: dir / \"name\")", to, EISDIR);
+    }
+    if (S_ISLNK(st.st_mode)) {
+      throw_file_error(
+          "cannot download to a symbolic link: the download would replace the link itself, not what "
+          "it points to (download to std::filesystem::canonical(path) to replace the target)",
+          to, EEXIST);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      throw_file_error("cannot download over something that is not a regular file (a device, FIFO or socket)", to,
+                       EEXIST);
+    }
   }
   const std::filesystem::path dir = to.has_parent_path() ? to.parent_path() : std::filesystem::path(".");
   if (::stat(dir.c_str(), &st) != 0) throw_file_error("cannot download into this directory", dir, errno);

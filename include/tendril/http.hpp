@@ -284,9 +284,10 @@ class TENDRIL_API session {
   // Streams the body into a temporary file beside `to`, renames it to `to` on success, removes it on any failure
   // or cancellation (never a half-written file under the final name). A 4xx/5xx status is a failure
   // (status_error). Throws std::filesystem::filesystem_error naming the path, before anything is sent, when `to`
-  // is an existing directory or has no file name, or its directory is missing, not a directory or not writable;
-  // and when the temporary file cannot be written or flushed to disk (it is fdatasync()ed before the rename, so a
-  // completed download is durable before it appears under its final name).
+  // is an existing directory, symbolic link, device, FIFO or socket (only a regular file is replaced) or has no file
+  // name, or its directory is missing, not a directory or not writable; and when the temporary file cannot be written
+  // or flushed to disk (it is fdatasync()ed before the rename, so a completed download is durable before it appears
+  // under its final name).
   download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
   // Starts a GET and returns once the response headers are in (without waiting for the body); read the body with
   // stream::read(). Throws http::error if the request fails before the headers arrive (later failures are thrown

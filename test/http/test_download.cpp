@@ -220,6 +220,44 @@ TEST_CASE("a download to a directory fails before anything is sent, naming the p
   CHECK(fs::is_empty(sub));
 }
 
+TEST_CASE("a download over a symlink, a FIFO or a device fails before anything is sent and leaves it as it was") {
+  temp_dir dir;
+  const fs::path sub = dir.path / "sub";
+  REQUIRE(fs::create_directory(sub));
+  fs::path to;
+  std::string expected;
+  SUBCASE("a symlink to a directory") {
+    to = dir.path / "link-to-dir";
+    fs::create_directory_symlink(sub, to);
+    expected = "symbolic link";
+  }
+  SUBCASE("a symlink to a file") {
+    to = dir.path / "link-to-file";
+    std::ofstream(sub / "file") << "kept";
+    fs::create_symlink(sub / "file", to);
+    expected = "symbolic link";
+  }
+  SUBCASE("a FIFO") {
+    to = dir.path / "fifo";
+    REQUIRE(::mkfifo(to.c_str(), 0600) == 0);
+    expected = "not a regular file";
+  }
+  const auto before = fs::symlink_status(to).type();
+  const long requests_before = stats().requests;
+  try {
+    http::download(url("/bytes/1000"), to);
+    FAIL("no exception");
+  } catch (const fs::filesystem_error& e) {
+    CHECK(contains(e.what(), expected));
+    CHECK(contains(e.what(), to.string()));
+  }
+  CHECK(stats().requests == requests_before + 1);  // nothing sent
+  CHECK(fs::symlink_status(to).type() == before);  // still the link or FIFO it was
+  for (const auto& entry : fs::directory_iterator(dir.path)) {
+    CHECK(entry.path().filename().string().find(".part-") == std::string::npos);  // no temporary file left
+  }
+}
+
 TEST_CASE("a download into a bad directory fails at once, without waiting for a slot of its session") {
   temp_dir dir;
   fs::path bad;
