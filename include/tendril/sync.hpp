@@ -22,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -222,10 +223,14 @@ class semaphore {
     --count_;
     return true;
   }
+  // Adds n permits and wakes up to n waiters. Throws usage_error if the count would overflow.
   void release(std::size_t n = 1) {
     std::lock_guard<detail::spin_mutex> lk(mutex_);
+    if (n > static_cast<std::size_t>(-1) - count_) {
+      throw usage_error("semaphore::release(" + std::to_string(n) + "): the count would overflow");
+    }
     count_ += n;
-    for (std::size_t i = 0; i < n; ++i) waiters_.notify_one();
+    for (std::size_t i = 0; i < n && !waiters_.empty(); ++i) waiters_.notify_one();
   }
   std::size_t available() const {
     std::lock_guard<detail::spin_mutex> lk(mutex_);
@@ -265,8 +270,10 @@ class mutex {
     locked_ = true;
     return true;
   }
+  // Throws usage_error if the mutex is not locked (asyncio.Lock.release() raises RuntimeError).
   void unlock() {
     std::lock_guard<detail::spin_mutex> lk(mutex_);
+    if (!locked_) throw usage_error("mutex::unlock() of a mutex that is not locked");
     locked_ = false;
     waiters_.notify_one();
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <numeric>
 #include <string>
@@ -108,6 +109,21 @@ TEST_CASE("a moved-from promise and a null exception are usage errors, and leave
   CHECK_FALSE(f.ready());
   q.set_value(7);
   CHECK(f.get() == 7);
+}
+
+TEST_CASE(
+    "semaphore::release of a huge count returns at once; an overflowing one and unlocking an unlocked mutex "
+    "are usage errors") {
+  tendril::semaphore sem(0);
+  sem.release(std::size_t{1} << 40);  // wakes the waiters there are (none), not 2^40 of them
+  CHECK(sem.available() == std::size_t{1} << 40);
+  CHECK_THROWS_AS(sem.release(SIZE_MAX), tendril::usage_error);
+  CHECK(sem.available() == std::size_t{1} << 40);  // unchanged
+  tendril::mutex m;
+  CHECK_THROWS_AS(m.unlock(), tendril::usage_error);
+  m.lock();
+  m.unlock();
+  CHECK_THROWS_AS(m.unlock(), tendril::usage_error);
 }
 
 TEST_CASE("a future waited on by several tasks wakes them all") {
