@@ -77,8 +77,12 @@ class generator {
   generator(const generator&) = delete;
   generator& operator=(const generator&) = delete;
 
-  // The next value, or std::nullopt once the body has returned. Rethrows what the body throws.
+  // The next value, or std::nullopt once the body has returned. Rethrows what the body throws. Throws
+  // greenlet_error on a moved-from generator, and when called while its body runs (from the body itself, or
+  // yield.from() of itself: Python's "generator already executing").
   std::optional<T> next() {
+    if (!state_) throw greenlet_error("next() on a moved-from generator");
+    if (state_->consumer) throw greenlet_error("generator already executing: next() called from inside its own body");
     if (body_.dead()) return std::nullopt;
     greenlet me = greenlet::current();
     body_.set_parent(me);  // where the body's return or exception goes

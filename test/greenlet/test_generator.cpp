@@ -271,3 +271,23 @@ TEST_CASE("consuming a generator on another thread throws greenlet_error") {
 }
 
 }  // TEST_SUITE
+
+TEST_CASE("next() from inside the generator's own body, or on a moved-from one, throws greenlet_error") {
+  std::optional<tendril::generator<int>> self;
+  std::string seen;
+  self.emplace([&](tendril::yielder<int>& yield) {
+    yield(1);
+    try {
+      self->next();  // re-entering itself
+    } catch (const tendril::greenlet_error& e) {
+      seen = e.what();
+    }
+    yield(2);
+  });
+  CHECK(self->next() == 1);
+  CHECK(self->next() == 2);  // the body went on after the refused re-entry
+  CHECK(seen.find("already executing") != std::string::npos);
+  CHECK(self->next() == std::nullopt);
+  tendril::generator<int> moved = std::move(*self);
+  CHECK_THROWS_AS(self->next(), tendril::greenlet_error);
+}
