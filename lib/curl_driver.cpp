@@ -52,9 +52,10 @@ long to_ms(const std::optional<duration>& d) {
 
 // How a pooled transfer's easy handle was last configured, when that request was "plain": a GET with no extra
 // headers, no body, no progress callback, never paused, run to completion. A plain request that finds a handle
-// with the same profile reuses it as configured (only the URL is set again: the other per-transfer pointers point
-// into the same pooled transfer_impl), as a hand-written libcurl loop reuses its handles; any other handle is
-// curl_easy_reset first. Resetting and re-parsing every option costs more than a small transfer's own work.
+// with the same profile reuses it as configured (only the URL and what depends on its scheme are set again: the
+// other per-transfer pointers point into the same pooled transfer_impl), as a hand-written libcurl loop reuses its
+// handles; any other handle is curl_easy_reset first. Resetting and re-parsing every option costs more than a small
+// transfer's own work.
 struct easy_profile {
   bool follow_redirects = true;
   long max_redirects = 10;
@@ -560,11 +561,16 @@ struct transfer_impl {
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error_buffer);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, this);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, this);
-    // An https:// transfer may get HTTP/2 (ALPN): wait for a connection still being set up to the same host to
-    // say whether it multiplexes, rather than opening one connection per transfer of a burst (libcurl's
-    // default). Not for http://, which libcurl speaks as HTTP/1.1 (no h2c): there the wait would last until the
-    // first response.
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT,
+    configure_for_scheme();
+  }
+
+  // What depends on the URL's scheme; set for every transfer, also on a handle reused as configured (a plain
+  // profile does not record the scheme). An https:// transfer may get HTTP/2 (ALPN): wait for a connection still
+  // being set up to the same host to say whether it multiplexes, rather than opening one connection per transfer
+  // of a burst (libcurl's default). Not for http://, which libcurl speaks as HTTP/1.1 (no h2c): there the wait
+  // would last until the first response.
+  void configure_for_scheme() {
+    curl_easy_setopt(easy, CURLOPT_PIPEWAIT,
                      same_ignoring_ascii_case(std::string_view(request.url).substr(0, 8), "https://") ? 1L : 0L);
   }
 
@@ -699,6 +705,7 @@ transfer::transfer(transfer_request request, body_sink* sink) {
     if (plain && t.configured_for && t.configured_for->matches(t.request)) {
       curl_easy_setopt(t.easy, CURLOPT_URL, t.request.url.c_str());
       curl_easy_setopt(t.easy, CURLOPT_HTTPGET, 1L);
+      t.configure_for_scheme();
     } else {
       if (t.configured_for) curl_easy_reset(t.easy);
       t.configured_for.reset();
@@ -738,11 +745,15 @@ void transfer::start() {
 
 void transfer::wait() {
   if (impl_->finished) return;
+  // Inside a libcurl callback (on_progress reading a stream): refuse before parking, and without abort(), whose
+  // curl_multi_remove_handle() libcurl would refuse there.
+  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
+    throw_for(waiter::outcome::forbidden, self);
   waiter w;
   impl_->parked = &w;
   waiter::outcome o = park(w, nullptr, std::nullopt);
   impl_->parked = nullptr;
-  if (o != waiter::outcome::notified) {  // cancelled, a timeout scope, or forbidden (see no_suspend_scope)
+  if (o != waiter::outcome::notified) {  // cancelled or a timeout scope
     abort();
     throw_for(o, current_exec());
   }
@@ -763,7 +774,9 @@ void transfer::unpause() {
 
 void transfer::abort() noexcept {
   if (impl_->added) {
-    curl_multi_remove_handle(impl_->driver->multi, impl_->easy);
+    // Refused only from inside a libcurl callback (CURLM_RECURSIVE_API_CALL), which the callers rule out: were it
+    // refused, the handle would still be in the multi, so it must not look removed (and be pooled, reused).
+    if (curl_multi_remove_handle(impl_->driver->multi, impl_->easy) != CURLM_OK) return;
     impl_->added = false;
     impl_->finish_aborted();  // a stream read after its task's timeout scope expired in an earlier read: an error
   }

@@ -312,7 +312,9 @@ class session_state {
  public:
   explicit session_state(session_options o)
       : settings(std::move(o)),
-        limits(std::make_shared<session_limits>(settings.max_connections, settings.max_per_host)) {}
+        limits(std::make_shared<session_limits>(settings.max_connections, settings.max_per_host)) {
+    check_limits(settings.defaults, "the session's defaults");
+  }
 
   // Holds one in-flight slot of the session (and of the host, with a per-host limit) for its lifetime.
   class slot {
@@ -377,24 +379,25 @@ class session_state {
     r.ca_file = !o.ca_file.empty() ? o.ca_file : d.ca_file;
     r.proxy = !o.proxy.empty() ? o.proxy : d.proxy;
     r.on_progress = o.on_progress ? o.on_progress : d.on_progress;
-    check_limits(r);
     return r;
   }
 
   // Limits libcurl would take in a different sense (a negative max_redirects is "unlimited" to it) or not at all.
-  static void check_limits(const transfer_request& r) {
-    if (r.max_redirects < 0) {
-      throw usage_error("http::options::max_redirects is " + std::to_string(r.max_redirects) + " for " + r.url +
-                        ": it must be 0 or more (0: a redirect is an error)");
+  // Checked when a call begins (and for the session's defaults, when it is made): before anything is sent, and
+  // before the call waits for a slot of the session.
+  static void check_limits(const options& o, std::string_view url) {
+    if (o.max_redirects < 0) {
+      throw usage_error("http::options::max_redirects is " + std::to_string(o.max_redirects) + " for " +
+                        std::string(url) + ": it must be 0 or more (0: a redirect is an error)");
     }
     auto check = [&](const std::optional<duration>& d, const char* name) {
       if (d && *d < duration::zero()) {
-        throw usage_error(std::string("http::options::") + name + " is negative for " + r.url +
+        throw usage_error(std::string("http::options::") + name + " is negative for " + std::string(url) +
                           ": give a positive duration, or leave it unset for no limit");
       }
     };
-    check(r.timeout, "timeout");
-    check(r.connect_timeout, "connect_timeout");
+    check(o.timeout, "timeout");
+    check(o.connect_timeout, "connect_timeout");
   }
 
   // Runs `attempt` with the session's retry policy (idempotent methods only).
@@ -736,6 +739,7 @@ const session_options& session::settings() const noexcept { return state_->setti
 // Every call holds the session's state while it runs, so that a session destroyed meanwhile (by another task)
 // leaves its requests to finish instead of pulling their settings and limits from under them.
 response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
+  detail::session_state::check_limits(o, url);
   const std::shared_ptr<detail::session_state> st = state_;
   return st->with_retries(method,
                           [&](bool may_retry) { return detail::perform(*st, method, url, body, o, may_retry); });
@@ -748,6 +752,7 @@ response session::post(std::string_view url, std::string body, const options& o)
 }
 
 download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
+  detail::session_state::check_limits(o, url);
   detail::check_destination(to);
   const std::shared_ptr<detail::session_state> st = state_;
   return st->with_retries("GET", [&](bool) {
@@ -768,6 +773,7 @@ download_result session::download(std::string_view url, const std::filesystem::p
 }
 
 stream session::open(std::string_view url, const options& o) {
+  detail::session_state::check_limits(o, url);
   const std::shared_ptr<detail::session_state> st = state_;
   auto reader = std::make_unique<detail::stream_state>(*st, st->make_request("GET", url, {}, o));
   reader->start();

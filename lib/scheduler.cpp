@@ -617,9 +617,7 @@ void task_base::check_not_current() const {
 
 void task_base::join() {
   if (done()) return;
-  if (tl_current != nullptr && tl_current->task == this) {
-    throw usage_error(describe() + " cannot wait for itself");
-  }
+  check_not_current();
   std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
     // finish() notifies done_waiters_ only once done_ is set: a notified wait is the end, and returns without
@@ -630,9 +628,7 @@ void task_base::join() {
 
 bool task_base::join_until(time_point deadline) {
   if (done()) return true;
-  if (tl_current != nullptr && tl_current->task == this) {
-    throw usage_error(describe() + " cannot wait for itself");
-  }
+  check_not_current();
   std::unique_lock<spin_mutex> lk(mutex_);
   while (!done()) {
     // As in join(): notified means done, and lk is released.

@@ -270,7 +270,7 @@ struct session_options {
 // aiohttp.ClientSession: shares connections (keep-alive, HTTP/2 multiplexing where the server offers it),
 // default headers, limits and retries between requests. Usable from any task of the thread that created it
 // (and from other threads: each thread's transfers run on that thread's event loop). Destroying a session while
-// other tasks still have requests in it lets those requests finish, under the session's settings and limits.
+// other tasks have calls in it already begun lets those finish, under the session's settings and limits.
 class TENDRIL_API session {
  public:
   explicit session(session_options o = {});

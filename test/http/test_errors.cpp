@@ -192,11 +192,20 @@ TEST_CASE("negative limits in options are a usage_error before anything is sent 
   http::options connect;
   connect.connect_timeout = -1s;
   CHECK_THROWS_AS(http::get(url("/bytes/10"), connect), tendril::usage_error);
-  http::session_options so;  // a session's defaults too
+  http::session_options so;  // a session's defaults too, when it is made
   so.defaults.max_redirects = -3;
-  http::session s(so);
-  CHECK_THROWS_AS(s.get(url("/bytes/10")), tendril::usage_error);
-  CHECK(stats().requests == before.requests + 1);  // nothing was sent (but stats() itself)
+  CHECK_THROWS_AS(http::session{so}, tendril::usage_error);
+  http::session_options busy_options;  // and before a call waits for a slot of a busy session
+  busy_options.max_connections = 1;
+  http::session busy(busy_options);
+  tendril::run([&] {
+    auto holder = tendril::spawn([&] { return busy.get(url("/delay/1")).status; });
+    tendril::sleep_for(50ms);
+    CHECK_THROWS_AS(busy.get(url("/bytes/10"), connect), tendril::usage_error);
+    CHECK_FALSE(holder.done());  // refused at once, not after waiting for the holder's slot
+    CHECK(holder.get() == 200);
+  });
+  CHECK(stats().requests == before.requests + 2);  // nothing was sent (but stats() itself and the holder's)
   redirects.max_redirects = 0;                     // zero is fine: a redirect is then an error
   CHECK_THROWS_AS(http::get(url("/redirect/1"), redirects), http::error);
 }

@@ -205,14 +205,15 @@ TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") 
 
 TEST_CASE("session defaults apply to every request; per-request options override them") {
   http::session_options so;
-  so.defaults.timeout = 200ms;
+  // Long enough for the redirect below on a loaded machine (1 s; 10 s under valgrind), short next to /stall's 60 s.
+  so.defaults.timeout = std::chrono::duration_cast<tendril::duration>(generous(1s));
   so.defaults.follow_redirects = false;
   http::session s(so);
   CHECK_THROWS_AS(s.get(url("/stall")), http::timeout_error);
   CHECK(s.get(url("/redirect/1")).status == 302);
   http::options o;
-  o.timeout = 5s;
-  CHECK(s.get(url("/delay/0.3"), o).status == 200);
+  o.timeout = 60s;
+  CHECK(s.get(url("/delay/1.2"), o).status == 200);  // longer than the default's 1 s: the request's own applies
   CHECK(s.settings().defaults.timeout == so.defaults.timeout);
 }
 

@@ -7,7 +7,7 @@
 #  2. the installed headers include no Boost or curl header (and, as a warning, nothing outside the standard
 #     library and tendril), and each one compiles on its own;
 #  3. the installed .so has the soname libtendril.so.MAJOR.MINOR and exports no boost:: or curl symbol;
-#  4. test/install/consumer.cpp builds with `g++ consumer.cpp $(pkg-config --cflags --libs tendril)`,
+#  4. test/install/consumer.cpp builds with `g++ -std=c++20 consumer.cpp $(pkg-config --cflags --libs tendril)`,
 #     where pkg-config sees *only* the installed tendril.pc (no system .pc files), links the installed library,
 #     runs, and prints the expected line.
 # In a build directory configured with sanitizers it is skipped (exit status 77).
@@ -82,7 +82,7 @@ read -r -a cflags <<<"$(pkg-config --cflags tendril)"
 for h in "${headers[@]}"; do
   printf '#include <%s>\n' "$h" >"$TMP/one-$(tr '/.' '__' <<<"$h").cpp"
 done
-if ! printf '%s\n' "$TMP"/one-*.cpp | xargs -P 2 -I{} g++ -fsyntax-only -Wall -Wextra -Werror "${cflags[@]}" {}
+if ! printf '%s\n' "$TMP"/one-*.cpp | xargs -P 2 -I{} g++ -std=c++20 -fsyntax-only -Wall -Wextra -Werror "${cflags[@]}" {}
 then
   fail "an installed header does not compile on its own (see above)"
 fi
@@ -107,11 +107,11 @@ if grep -v 'tendril' "$TMP/exports.txt" >"$TMP/other.txt"; then
   head -10 "$TMP/other.txt" | sed 's/^/  /'
 fi
 
-step "consumer: g++ consumer.cpp \$(pkg-config --cflags --libs tendril)"
+step "consumer: g++ -std=c++20 consumer.cpp \$(pkg-config --cflags --libs tendril)"
 cd "$TMP"
 cp "$SOURCE_ROOT/test/install/consumer.cpp" .
 # shellcheck disable=SC2046  # word splitting of pkg-config's output is the point
-g++ -Wall -Wextra -Werror consumer.cpp $(pkg-config --cflags --libs tendril) -o consumer
+g++ -std=c++20 -Wall -Wextra -Werror consumer.cpp $(pkg-config --cflags --libs tendril) -o consumer
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 resolved="$(ldd ./consumer | sed -n 's/.*libtendril[^ ]* => \([^ ]*\).*/\1/p')"
 echo "consumer loads $resolved"

@@ -15,7 +15,7 @@ READY protocol (the same as http_server.py's, so the suite's http_test_server he
 * Runs until its stdin reaches EOF (or SIGTERM), then stops nginx and removes its temp dir.
 
 Content:
-  GET /bytes/<n>       for n in 1000, 100000: n pattern bytes (byte i = (i * 7 + 3) % 256), as http_server.py
+  GET /bytes/<n>       for n in 1000, 100000, 4194304: n pattern bytes (byte i = (i * 7 + 3) % 256), as http_server.py
   GET /log/access.log  nginx's access log so far, one line per request:
                        "<connection serial> <its request number> <protocol> <status> <request URI with query>"
 """
@@ -24,26 +24,43 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
-SIZES = (1000, 100000)
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+SIZES = (1000, 100000, 4 << 20)
 
 
-def _listening(port):
+def _free_ports(n):
+    """n distinct free loopback ports (all probe sockets held until every port is chosen)."""
+    socks = []
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _serves_ours(http_port, https_port, cert):
+    """Whether our nginx answers on both ports (not merely something listening there): the plain port serves our
+    /bytes/1000, and the TLS port completes a handshake verified against our certificate."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/bytes/1000" % http_port, timeout=1) as r:
+            if r.read() != bytes((i * 7 + 3) % 256 for i in range(1000)):
+                return False
+        ctx = ssl.create_default_context(cafile=cert)
+        with socket.create_connection(("127.0.0.1", https_port), timeout=1) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost"):
+                return True
+    except (OSError, ssl.SSLError):
         return False
 
 
@@ -107,6 +124,7 @@ def main():
     nginx = _nginx()
     tmp = tempfile.mkdtemp(prefix="tendril-h2-server.")
     proc = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # before READY: still clean up (finally below)
     try:
         key, cert = _make_cert(tmp)
         root = os.path.join(tmp, "www")
@@ -114,9 +132,9 @@ def main():
         os.makedirs(os.path.join(root, "log"))
         for n in SIZES:
             with open(os.path.join(root, "bytes", str(n)), "wb") as f:
-                f.write(bytes((i * 7 + 3) % 256 for i in range(n)))
+                f.write((bytes((i * 7 + 3) % 256 for i in range(256)) * (n // 256 + 1))[:n])  # period 256
         for _attempt in range(5):  # a port picked here may be taken before nginx binds it: try again
-            http_port, https_port = _free_port(), _free_port()
+            http_port, https_port = _free_ports(2)
             conf = os.path.join(tmp, "nginx.conf")
             with open(conf, "w") as f:
                 f.write(CONFIG.format(tmp=tmp, root=root, cert=cert, key=key, http_port=http_port,
@@ -125,11 +143,13 @@ def main():
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
+            ready = False
             while proc.poll() is None and time.monotonic() < deadline:
-                if _listening(http_port) and _listening(https_port):
+                if _serves_ours(http_port, https_port, cert):
+                    ready = True
                     break
-                time.sleep(0.02)
-            if proc.poll() is None and _listening(http_port) and _listening(https_port):
+                time.sleep(0.05)
+            if ready and proc.poll() is None:
                 break
             proc.kill()
             proc.wait()
