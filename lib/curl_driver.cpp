@@ -729,9 +729,7 @@ transfer::~transfer() {
 }
 
 void transfer::start() {
-  // A request from inside on_progress would call libcurl from within its own callback (and then wait).
-  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
-    throw_for(waiter::outcome::forbidden, self);
+  check_may_suspend(current_exec());  // a request from inside on_progress would call libcurl from its callback
   impl_->started = std::chrono::steady_clock::now();
   CURLMcode rc = curl_multi_add_handle(impl_->driver->multi, impl_->easy);
   if (rc != CURLM_OK) {
@@ -747,8 +745,7 @@ void transfer::wait() {
   if (impl_->finished) return;
   // Inside a libcurl callback (on_progress reading a stream): refuse before parking, and without abort(), whose
   // curl_multi_remove_handle() libcurl would refuse there.
-  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
-    throw_for(waiter::outcome::forbidden, self);
+  check_may_suspend(current_exec());
   waiter w;
   impl_->parked = &w;
   waiter::outcome o = park(w, nullptr, std::nullopt);

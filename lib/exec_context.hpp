@@ -117,5 +117,8 @@ void at_scheduler_teardown(std::function<void()> hook);
 
 // Throws task_cancelled / timeout_error for those outcomes.
 void throw_for(waiter::outcome o, exec_context& ctx);
+// Throws usage_error if `self` must not suspend now (see exec_context::suspend_forbidden): for suspension points
+// that do not reach park(), or must refuse before they change anything.
+void check_may_suspend(exec_context& self);
 
 }  // namespace tendril::detail

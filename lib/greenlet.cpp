@@ -378,8 +378,9 @@ greenlet_impl* resolve(greenlet_impl* target, value& v, std::exception_ptr& e, s
       // As in Python (which fails to look up `run`): nothing changes and the error is raised in the caller; the
       // run-less greenlet stays unstarted. A finished greenlet has no caller left to raise in: the error goes on
       // to the run-less greenlet's parent, as an exception escaping the finished one would.
-      if (origin == switch_origin::caller) throw greenlet_error("cannot switch to a greenlet that has no run function");
-      e = std::make_exception_ptr(greenlet_error("cannot switch to a greenlet that has no run function"));
+      greenlet_error no_run("cannot switch to a greenlet that has no run function");
+      if (origin == switch_origin::caller) throw no_run;
+      e = std::make_exception_ptr(std::move(no_run));
       target = target->parent;
       continue;
     }

@@ -736,11 +736,19 @@ session::~session() = default;
 
 const session_options& session::settings() const noexcept { return state_->settings; }
 
-// Every call holds the session's state while it runs, so that a session destroyed meanwhile (by another task)
-// leaves its requests to finish instead of pulling their settings and limits from under them.
-response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
+namespace {
+// How every call of a session begins: the request's options checked, and the session's state held while the call
+// runs, so that a session destroyed meanwhile (by another task) leaves the call to finish instead of pulling its
+// settings and limits from under it.
+std::shared_ptr<detail::session_state> begin_call(const std::shared_ptr<detail::session_state>& state, const options& o,
+                                                  std::string_view url) {
   detail::session_state::check_limits(o, url);
-  const std::shared_ptr<detail::session_state> st = state_;
+  return state;
+}
+}  // namespace
+
+response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
+  const std::shared_ptr<detail::session_state> st = begin_call(state_, o, url);
   return st->with_retries(method,
                           [&](bool may_retry) { return detail::perform(*st, method, url, body, o, may_retry); });
 }
@@ -752,9 +760,8 @@ response session::post(std::string_view url, std::string body, const options& o)
 }
 
 download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
-  detail::session_state::check_limits(o, url);
+  const std::shared_ptr<detail::session_state> st = begin_call(state_, o, url);
   detail::check_destination(to);
-  const std::shared_ptr<detail::session_state> st = state_;
   return st->with_retries("GET", [&](bool) {
     detail::session_state::slot slot(*st, url);
     detail::temp_file file(to);
@@ -773,8 +780,7 @@ download_result session::download(std::string_view url, const std::filesystem::p
 }
 
 stream session::open(std::string_view url, const options& o) {
-  detail::session_state::check_limits(o, url);
-  const std::shared_ptr<detail::session_state> st = state_;
+  const std::shared_ptr<detail::session_state> st = begin_call(state_, o, url);
   auto reader = std::make_unique<detail::stream_state>(*st, st->make_request("GET", url, {}, o));
   reader->start();
   return stream(std::move(reader));

@@ -186,8 +186,7 @@ namespace {
 // Relock: take `outer` again before returning. Without it, `outer` is left unlocked when `w` was notified (only
 // then; the caller knows which).
 template <class Lock, bool Relock = true>
-waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> deadline) noexcept {
-  exec_context& self = current_exec();
+waiter::outcome park_impl(exec_context& self, waiter& w, Lock* outer, std::optional<time_point> deadline) noexcept {
   timeout* scope = nearest_scope(self);
   bool scope_wins = false;
   if (scope != nullptr && (!deadline || timeout_access::deadline(*scope) <= *deadline)) {
@@ -295,9 +294,15 @@ waiter::outcome park_impl(waiter& w, Lock* outer, std::optional<time_point> dead
 }  // namespace
 
 waiter::outcome park(waiter& w, std::unique_lock<std::mutex>* outer, std::optional<time_point> deadline) noexcept {
-  if (current_exec().suspend_forbidden != nullptr) [[unlikely]]
+  exec_context& self = current_exec();
+  if (self.suspend_forbidden != nullptr) [[unlikely]]
     return waiter::outcome::forbidden;
-  return park_impl(w, outer, deadline);
+  return park_impl(self, w, outer, deadline);
+}
+
+void check_may_suspend(exec_context& self) {
+  if (self.suspend_forbidden != nullptr) [[unlikely]]
+    throw_for(waiter::outcome::forbidden, self);
 }
 
 void throw_for(waiter::outcome o, exec_context& ctx) {
@@ -335,8 +340,8 @@ namespace {
 // Relock: see park_impl(). Without it, a notified wait returns true with `lk` released (it no longer owns it).
 template <class Lock, bool Relock = true>
 bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
-  if (exec_context& self = current_exec(); self.suspend_forbidden != nullptr) [[unlikely]]
-    throw_for(waiter::outcome::forbidden, self);
+  exec_context& self = current_exec();
+  check_may_suspend(self);
   waiter w;
   w.queue = &q;
   waiter*& head = wait_queue_access::head(q);
@@ -344,7 +349,7 @@ bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
   w.prev = tail;
   (tail != nullptr ? tail->next : head) = &w;
   tail = &w;
-  waiter::outcome o = park_impl<typename Lock::mutex_type, Relock>(w, lk.mutex(), deadline);
+  waiter::outcome o = park_impl<typename Lock::mutex_type, Relock>(self, w, lk.mutex(), deadline);
   if (Relock || o != waiter::outcome::notified) {
     unlink(&q, &w);
   } else {
@@ -357,7 +362,7 @@ bool wait_impl(wait_queue& q, Lock& lk, std::optional<time_point> deadline) {
     case waiter::outcome::timed_out:
       return false;
     default:
-      throw_for(o, current_exec());
+      throw_for(o, self);
       return false;
   }
 }
@@ -832,8 +837,7 @@ void sleep_for(duration d) { sleep_until(detail::deadline_in(d)); }
 
 void yield() {
   detail::exec_context& self = detail::current_exec();
-  if (self.suspend_forbidden != nullptr) [[unlikely]]
-    detail::throw_for(detail::waiter::outcome::forbidden, self);
+  detail::check_may_suspend(self);
   if (self.cancel_pending.load(std::memory_order_relaxed) && self.cancel_pending.exchange(false)) {
     throw task_cancelled();
   }

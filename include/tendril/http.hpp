@@ -273,6 +273,7 @@ struct session_options {
 // other tasks have calls in it already begun lets those finish, under the session's settings and limits.
 class TENDRIL_API session {
  public:
+  // Throws tendril::usage_error if o.defaults holds a negative limit (see options).
   explicit session(session_options o = {});
   ~session();
   session(const session&) = delete;

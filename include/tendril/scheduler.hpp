@@ -86,17 +86,17 @@ class TENDRIL_API task_base {
   task_base& operator=(const task_base&) = delete;
   virtual ~task_base();
 
-  void join();  // wait until done; never throws the task's exception
-  // Throws usage_error if the caller is this task (which would wait for itself forever).
-  void check_not_current() const;
-  // "task 'name'", or "unnamed task": how messages name it.
-  std::string describe() const;
+  void join();                           // wait until done; never throws the task's exception
   bool join_until(time_point deadline);  // false on timeout
   bool done() const noexcept { return done_.load(std::memory_order_acquire); }
   bool cancelled() const noexcept;
   bool failed() const noexcept;  // done with an exception other than task_cancelled (does not retrieve it)
   bool cancel() noexcept;
   const std::string& name() const noexcept { return name_; }
+  // "task 'name'", or "unnamed task": how messages name it.
+  std::string describe() const;
+  // Throws usage_error if the caller is this task (which would wait for itself forever).
+  void check_not_current() const;
   std::exception_ptr exception() const;  // after done; marks the exception retrieved
   void rethrow_if_failed();              // after done
   void on_done(std::function<void()> callback);

@@ -84,7 +84,7 @@ struct watch_set {
 
 // Counts one task's completion in w's counter (the watch_set keeps the task's state alive meanwhile).
 inline void watch_one(std::shared_ptr<task_base> state, watch_set& w) {
-  if (!state) throw usage_error("tendril::wait: empty task handle");
+  if (!state) throw usage_error("tendril::wait/gather: empty task handle");
   if (!state->done()) state->check_not_current();
   std::uint64_t key = state->on_done_removable([c = w.counter, raw = state.get()] {
     const bool failed = raw->failed();
