@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -384,6 +385,7 @@ struct transfer_impl {
   bool plain = false;                   // a plain request (see easy_profile)
   bool headers_done = false;            // the final response's headers are all in (see on_header)
   bool has_location = false;            // the response being received has a Location header
+  bool length_overflow = false;         // its Content-Length is all digits but too large (see complete())
   bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
   bool orphaned = false;                // aborted unfinished when its driver was destroyed (thread exit)
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
@@ -412,7 +414,7 @@ struct transfer_impl {
     error_buffer[0] = '\0';
     code = CURLE_OK;
     callback_error = nullptr;
-    added = finished = paused = ever_paused = headers_done = has_location = aborted = false;
+    added = finished = paused = ever_paused = headers_done = has_location = length_overflow = aborted = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -452,11 +454,33 @@ struct transfer_impl {
     ended = std::chrono::steady_clock::now();
   }
   void complete(CURLcode rc) noexcept {
+    if (rc == CURLE_OK && length_overflow && expects_body()) {
+      // libcurl reads a body whose Content-Length overflows its 63-bit size until the server closes the
+      // connection, and calls that success; but such a body can never be complete, so a download of it must not
+      // be kept as if it were.
+      rc = CURLE_PARTIAL_FILE;
+      std::snprintf(error_buffer, sizeof error_buffer,
+                    "the response's Content-Length is too large to be a real body size; the server closed the "
+                    "connection after %llu bytes of it",
+                    static_cast<unsigned long long>(received_body_bytes()));
+    }
     code = rc;
     finished = true;
     added = false;
     ended = std::chrono::steady_clock::now();
     notify_owner();
+  }
+
+  // Whether the final response has a body by its status and the request's method (not a HEAD, 1xx, 204, 304).
+  bool expects_body() const noexcept {
+    long status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    return request.method != "HEAD" && status >= 200 && status != 204 && status != 304;
+  }
+  curl_off_t received_body_bytes() const noexcept {
+    curl_off_t n = 0;
+    curl_easy_getinfo(easy, CURLINFO_SIZE_DOWNLOAD_T, &n);
+    return n;
   }
 
   static std::size_t on_write(char* data, std::size_t size, std::size_t n, void* userp) {
@@ -499,12 +523,15 @@ struct transfer_impl {
       t->expected_body = 0;
       t->headers_done = false;
       t->has_location = false;
+      t->length_overflow = false;
       return bytes;
     }
     if (bytes <= 2 && (bytes == 0 || data[0] == '\r' || data[0] == '\n')) {
       // The blank line ending a response's headers. If that response is the final one (not a 1xx, not a
       // redirect libcurl will follow), a streaming reader may go on before any of the body arrives: a server may
-      // send the headers and hold the body back (a long poll, server-sent events).
+      // send the headers and hold the body back (a long poll, server-sent events). Only a sink's reader looks
+      // at headers_done: a collected body is read once the transfer has finished.
+      if (t->sink == nullptr) return bytes;
       long status = 0;
       curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
       const bool interim = status < 200;
@@ -516,16 +543,21 @@ struct transfer_impl {
       return bytes;
     }
     std::string_view line(data, bytes);
-    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+    if (line.back() == '\n') line.remove_suffix(1);  // one line with its ending (not empty: see above)
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     // The two headers the driver itself needs, found without parsing the others (the map parses them when read).
-    if (line.size() > 9 && lower_ascii(line[0]) == 'l' && same_ignoring_ascii_case(line.substr(0, 9), "location:")) {
+    // A header name ends at its colon (no blanks before it), so the colon's place rules out most lines at once.
+    if (line.size() > 9 && line[8] == ':' && same_ignoring_ascii_case(line.substr(0, 9), "location:")) {
       t->has_location = true;
-    } else if (t->sink == nullptr && line.size() > 15 && lower_ascii(line[0]) == 'c' &&
-               same_ignoring_ascii_case(line.substr(0, 15), "content-length:")) {
+    } else if (line.size() > 15 && line[14] == ':' &&
+               (std::memcmp(line.data(), "Content-Length:", 15) == 0 ||  // as most servers write it
+                same_ignoring_ascii_case(line.substr(0, 15), "content-length:"))) {
       const std::string_view value = trim_blanks(line.substr(15));
-      std::size_t n = 0;
+      curl_off_t n = 0;  // libcurl's type for it: it overflows where libcurl's does
       const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-      t->expected_body = (ec == std::errc() && p == value.data() + value.size()) ? n : 0;
+      const bool whole = p == value.data() + value.size();
+      t->expected_body = (ec == std::errc() && whole && n > 0) ? static_cast<std::size_t>(n) : 0;
+      t->length_overflow = ec == std::errc::result_out_of_range && whole && value.front() != '-';
     }
     try {
       http::detail::headers_access::append_line(t->headers, line);

@@ -129,6 +129,14 @@ TEST_CASE("a failed download leaves no file behind") {
       CHECK(contains(e.what(), url("/drop/300000")));
     }
   }
+  SUBCASE("a Content-Length too large to be real, then the connection closed") {
+    try {
+      http::download(url("/huge-length/5000"), to);
+      FAIL("no exception");
+    } catch (const http::error& e) {
+      CHECK(e.code() == 18);
+    }
+  }
   SUBCASE("404") {
     try {
       http::download(url("/status/404"), to);

@@ -126,6 +126,28 @@ TEST_CASE("the server dropping the connection mid-body is http::error code 18") 
   CHECK(contains(e.what(), "closed the connection"));
 }
 
+TEST_CASE("a Content-Length too large to be real, with the connection closed after a short body, is code 18") {
+  // libcurl reads such a body until the server closes the connection and calls that success (so does the curl
+  // tool); the body can never be complete, so tendril reports it as cut short.
+  const std::string u = url("/huge-length/5000");
+  auto e = expect_throw<http::error>([&] { http::get(u); });
+  check_names_url(e, u);
+  CHECK(e.code() == 18);  // CURLE_PARTIAL_FILE
+  CHECK(contains(e.what(), "Content-Length is too large"));
+  CHECK(contains(e.what(), "after 5000 bytes"));
+  // A stream gets the body, then the error instead of the end of the body.
+  http::session s;
+  auto st = s.open(u);
+  std::string got;
+  auto e2 = expect_throw<http::error>([&] {
+    for (std::string piece; !(piece = st.read(1024)).empty();) got += piece;
+  });
+  CHECK(e2.code() == 18);
+  CHECK(got.size() == 5000);
+  // A HEAD has no body to be incomplete.
+  CHECK(http::request("HEAD", u).status == 200);
+}
+
 TEST_CASE("a stalled transfer with options.timeout throws http::timeout_error, also an http::error") {
   const std::string u = url("/stall");
   http::options o;

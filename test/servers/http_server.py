@@ -54,6 +54,10 @@ GET  /drop/<n>                  200 with Content-Length n, but only n//2
                                 pattern bytes are sent, then the connection
                                 is shut down and closed (FIN, no TLS
                                 close_notify): connection dropped mid-body.
+GET  /huge-length/<n>           200 with Content-Length 2^64 (too large for
+                                any client to hold), n pattern bytes, then
+                                the connection is shut down and closed: a
+                                body that cannot be complete.
 GET  /stall                     200 with Content-Length 1000000, 10 pattern
                                 bytes, then nothing for 60 s, then close.
 GET  /slow/<n>[?chunk=<b>&interval=<s>]
@@ -345,6 +349,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n = int(arg)
                 self._start(200, n, "application/octet-stream")
                 self._write_pattern(0, n // 2)
+                self._drop_connection()
+            elif head == "huge-length" and arg is not None:
+                n = int(arg)
+                self._start(200, 2**64, "application/octet-stream")
+                self._write_pattern(0, n)
                 self._drop_connection()
             elif path == "/stall":
                 self._start(200, 1000000, "application/octet-stream")
