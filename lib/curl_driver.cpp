@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -382,12 +383,17 @@ struct transfer_impl {
   bool finished = false;
   bool paused = false;
   bool ever_paused = false;
-  bool plain = false;                   // a plain request (see easy_profile)
-  bool headers_done = false;            // the final response's headers are all in (see on_header)
-  bool has_location = false;            // the response being received has a Location header
-  bool length_overflow = false;         // its Content-Length is all digits but too large (see complete())
-  bool aborted = false;                 // removed from libcurl unfinished (transfer::abort); finished says so too
-  bool orphaned = false;                // aborted unfinished when its driver was destroyed (thread exit)
+  bool plain = false;            // a plain request (see easy_profile)
+  bool headers_done = false;     // the final response's headers are all in (see on_header)
+  bool has_location = false;     // the response being received has a Location header
+  bool length_overflow = false;  // its Content-Length is all digits but too large (see complete())
+  bool aborted = false;          // removed from libcurl unfinished (transfer::abort); finished says so too
+  bool orphaned = false;         // aborted unfinished when its driver was destroyed (thread exit)
+  // The driver that made this transfer (its thread's), never changed: unlike `driver`, which orphan_in_use()
+  // clears, another thread may read it (transfer::check_thread()).
+  curl_driver* home = nullptr;
+  // Set last by orphan_in_use(): the home thread has let go of the transfer, any thread may read it now.
+  std::atomic<bool> detached{false};
   std::optional<easy_profile> profile;  // a plain request's profile when this transfer configured the handle
   waiter* parked = nullptr;             // the owning task, while it waits
   // Links in curl_driver::in_use, while a transfer object owns this transfer.
@@ -811,6 +817,16 @@ void transfer::abort() noexcept {
   }
 }
 
+void transfer::check_thread() const {
+  // detached first: a thread started after the home thread exited may get the old driver's address.
+  if (impl_->detached.load(std::memory_order_acquire) || impl_->home == tl_driver) return;
+  throw usage_error(
+      "a stream is read on the thread that opened it, while that thread lives: its transfer runs on that thread's "
+      "event loop, which fills the stream's buffer (reading it from another thread would race with the loop, or "
+      "wait forever on a thread blocked elsewhere); read it there, or hand it over only once that thread has "
+      "exited");
+}
+
 bool transfer::finished() const noexcept { return impl_->finished; }
 bool transfer::headers_done() const noexcept { return impl_->headers_done; }
 int transfer::code() const noexcept { return static_cast<int>(impl_->code); }
@@ -910,6 +926,7 @@ transfer_impl* curl_driver::acquire() {
   } else {
     auto fresh = std::make_unique<transfer_impl>();
     fresh->driver = this;
+    fresh->home = this;
     fresh->easy = curl_easy_init();
     if (fresh->easy == nullptr) throw std::runtime_error("tendril: curl_easy_init failed");
     t = fresh.release();
@@ -961,6 +978,7 @@ void curl_driver::orphan_in_use() noexcept {
     t->notify_owner();
     t->driver = nullptr;
     t->in_use_prev = t->in_use_next = nullptr;
+    t->detached.store(true, std::memory_order_release);
   }
 }
 

@@ -66,6 +66,9 @@ class transfer {
   void unpause();
   // Removes the transfer from the driver now (idempotent).
   void abort() noexcept;
+  // Throws usage_error unless the calling thread may use the transfer: the thread that made it, or any thread once
+  // that thread has exited (its driver let go of the transfer). Touches nothing the home thread may be writing.
+  void check_thread() const;
 
   bool finished() const noexcept;
   // Whether the final response's headers are all in (set before the first byte of its body).

@@ -468,6 +468,7 @@ class stream_state final : public tendril::detail::body_sink {
   }
 
   std::string read(std::size_t n) {
+    transfer_.check_thread();
     while (buffered() == 0 && !transfer_.finished()) {
       transfer_.unpause();
       if (buffered() == 0 && !transfer_.finished()) transfer_.wait();
@@ -490,6 +491,7 @@ class stream_state final : public tendril::detail::body_sink {
   }
 
   std::size_t read_into(std::span<char> into) {
+    transfer_.check_thread();
     if (into.empty()) return 0;
     for (;;) {
       if (buffered() > 0) return take_into(into);

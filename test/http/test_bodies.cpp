@@ -379,6 +379,31 @@ TEST_CASE("a stream that outlives the thread that opened it: reads say why, dest
   CHECK(http::get(url("/bytes/10")).body == expected_bytes(10));
 }
 
+TEST_CASE("reading a stream on another thread while the thread that opened it lives is a usage_error") {
+  // Its transfer runs on the opening thread's event loop: a read elsewhere would race with the loop filling the
+  // buffer, and wait forever while that thread is blocked (here: in join()). The old code hung in that read.
+  std::optional<http::stream> st;
+  st.emplace(http::session().open(url("/bytes/300000")));
+  std::string error;
+  std::thread reader([&] {
+    std::vector<char> buf(10);
+    try {
+      st->read(10);
+    } catch (const tendril::usage_error& e) {
+      error = e.what();
+    }
+    try {
+      st->read_into(buf);
+      error = "read_into was allowed";
+    } catch (const tendril::usage_error&) {
+    }
+  });
+  reader.join();
+  CHECK(contains(error, "a stream is read on the thread that opened it"));
+  // Nothing was consumed or broken: the opening thread reads the whole body.
+  CHECK(st->read_all() == expected_bytes(300000));
+}
+
 TEST_CASE("a body with a Content-Length is collected in one allocation of that size") {
   // /slow/N sends N bytes (Content-Length: N) in 16 KiB pieces with pauses, so libcurl hands them over in several
   // writes: the body is reserved once from the Content-Length instead of growing by doubling.
