@@ -50,7 +50,10 @@ void drop_map_if_empty() noexcept {
   }
 }
 
-bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
+}  // namespace
+
+namespace detail {
+fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout) {
   detail::reactor& r = detail::reactor::current();
   if (tl_fds == nullptr) tl_fds = new std::unordered_map<int, fd_entry*>();
   fd_entry*& found = (*tl_fds)[fd];
@@ -66,11 +69,12 @@ bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
   }
   fd_entry* entry = found;
   detail::waiter*& slot = readable ? entry->reader : entry->writer;
+  // Takes this waiter off the entry; true if the fd was forgotten (closed) meanwhile.
   auto release = [&] {
     slot = nullptr;
     if (entry->forgotten) {  // no longer in the map nor watched
       if (entry->mask() == 0) delete entry;
-      return;
+      return true;
     }
     if (entry->mask() == 0) {
       r.unwatch(fd);
@@ -84,6 +88,7 @@ bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
         // the fd was closed under the other waiter; it will time out or be cancelled
       }
     }
+    return false;
   };
   if (slot != nullptr) {
     throw usage_error("another task is already waiting for fd " + std::to_string(fd) + " to become " +
@@ -98,19 +103,16 @@ bool wait_fd(int fd, bool readable, std::optional<duration> timeout) {
     throw;
   }
   detail::waiter::outcome o = detail::park(w, nullptr, detail::deadline_after(timeout));
-  release();
-  if (o == detail::waiter::outcome::notified) return true;
-  if (o == detail::waiter::outcome::timed_out) return false;
-  detail::throw_for(o, detail::current_exec());
-  return false;
+  // Closed before or after the wake-up (a task that ran in between closed it): either way the fd is gone. A
+  // cancellation (or a timeout scope) still wins: it must not be swallowed.
+  const bool closed = release();
+  if (o != detail::waiter::outcome::notified && o != detail::waiter::outcome::timed_out) {
+    detail::throw_for(o, detail::current_exec());
+  }
+  if (closed) return fd_wait::closed;
+  return o == detail::waiter::outcome::notified ? fd_wait::ready : fd_wait::timed_out;
 }
 
-}  // namespace
-
-bool wait_readable(int fd, std::optional<duration> timeout) { return wait_fd(fd, true, timeout); }
-bool wait_writable(int fd, std::optional<duration> timeout) { return wait_fd(fd, false, timeout); }
-
-namespace detail {
 void forget_fd(int fd) noexcept {
   if (tl_fds == nullptr) return;
   auto it = tl_fds->find(fd);
@@ -126,5 +128,14 @@ void forget_fd(int fd) noexcept {
   if (entry->writer != nullptr) entry->writer->notify(waiter::outcome::notified);
 }
 }  // namespace detail
+
+// Closed meanwhile reads as ready: the caller's next I/O call on the fd reports it (EBADF, or whatever now has
+// that number: callers that close fds they wait on should use net's objects, which tell the two apart).
+bool wait_readable(int fd, std::optional<duration> timeout) {
+  return detail::wait_fd(fd, true, timeout) != detail::fd_wait::timed_out;
+}
+bool wait_writable(int fd, std::optional<duration> timeout) {
+  return detail::wait_fd(fd, false, timeout) != detail::fd_wait::timed_out;
+}
 
 }  // namespace tendril

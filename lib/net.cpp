@@ -20,23 +20,59 @@
 
 namespace tendril::net {
 
-error::error(const std::string& what, std::string address, int code)
-    : std::runtime_error(what), address_(std::move(address)), code_(code) {}
+error::error(const std::string& what, std::string address, int code, std::size_t transferred)
+    : std::runtime_error(what), address_(std::move(address)), code_(code), transferred_(transferred) {}
 
 namespace {
 
 std::string join(std::string_view host, std::uint16_t port) {
-  return (host.find(':') != std::string_view::npos ? "[" + std::string(host) + "]" : std::string(host)) + ":" +
-         std::to_string(port);
+  const bool bare_v6 = host.find(':') != std::string_view::npos && host.front() != '[';
+  return (bare_v6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + std::to_string(port);
 }
 
 [[noreturn]] void fail(const std::string& op, const std::string& address, int err) {
   throw error(op + " " + address + ": " + std::strerror(err), address, err);
 }
 
+// Remaining time until `deadline`, for the next wait.
+std::optional<duration> remaining(std::optional<time_point> deadline) {
+  if (!deadline) return std::nullopt;
+  auto left = *deadline - std::chrono::steady_clock::now();
+  return left > duration::zero() ? left : duration::zero();
+}
+
 // The object was closed (by another task) while this call waited on it.
 [[noreturn]] void closed_meanwhile(const std::string& op, const std::string& what, const std::string& address) {
   throw error(op + " " + address + ": the " + what + " was closed while waiting", address, EBADF);
+}
+
+[[noreturn]] void time_out(const std::string& op, const std::string& address);
+
+// Called from a handler of `e`, thrown by a read_exactly() or write_all() after `done` of `total` bytes: rethrows
+// it with that progress (as is when nothing was done). Uses only `e`: the object may be gone.
+[[noreturn]] void rethrow_after(const error& e, std::size_t done, std::size_t total) {
+  if (done == 0) throw;
+  const std::string what =
+      std::string(e.what()) + " (after " + std::to_string(done) + " of " + std::to_string(total) + " bytes)";
+  if (dynamic_cast<const timeout_error*>(&e) != nullptr) throw timeout_error(what, e.address(), e.code(), done);
+  throw error(what, e.address(), e.code(), done);
+}
+
+// Waits until `fd` is ready; throws net::timeout_error when `deadline` passes, and net::error when the object was
+// closed meanwhile by another task: close(), its destructor, or a move assignment that replaced its socket. Then the
+// object must not be touched again (it may be gone, or hold another connection, whose data this call must not
+// take): hence the copy of the address, and the caller's loop goes no further.
+void await(int fd, bool readable, std::optional<time_point> deadline, const char* op, const char* what,
+           const std::string& address) {
+  const std::string addr = address;  // only on the way to a wait, which costs system calls anyway
+  switch (detail::wait_fd(fd, readable, remaining(deadline))) {
+    case detail::fd_wait::ready:
+      return;
+    case detail::fd_wait::timed_out:
+      time_out(op, addr);
+    case detail::fd_wait::closed:
+      closed_meanwhile(op, what, addr);
+  }
 }
 
 // Closes an fd tendril may be waiting on: wakes those waits first (see detail::forget_fd()).
@@ -51,13 +87,6 @@ void close_fd(int fd) noexcept {
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-// Remaining time until `deadline`, for the next wait.
-std::optional<duration> remaining(std::optional<time_point> deadline) {
-  if (!deadline) return std::nullopt;
-  auto left = *deadline - std::chrono::steady_clock::now();
-  return left > duration::zero() ? left : duration::zero();
-}
-
 struct resolved {
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -68,6 +97,8 @@ struct resolved {
 resolved resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive) {
   resolved r;
   std::string h(host);
+  // "[::1]", as addresses are written with a port (and as address() and peer() write them), is "::1".
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   if (h.empty() || h == "*") h = "0.0.0.0";
   if (h == "localhost") h = "127.0.0.1";
   auto* v4 = reinterpret_cast<sockaddr_in*>(&r.addr);
@@ -86,22 +117,28 @@ resolved resolve(std::string_view host, std::uint16_t port, const std::string& a
     r.family = AF_INET6;
     return r;
   }
-  auto found = run_in_thread([h, port, passive]() -> std::optional<resolved> {
+  if (h.find('\0') != std::string::npos)
+    throw error("resolve " + address + ": the host contains a NUL byte", address, 0);
+  // The first address getaddrinfo gives (others are not tried); or its reason for giving none.
+  auto found = run_in_thread([h, port, passive]() -> std::pair<std::optional<resolved>, std::string> {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = passive ? AI_PASSIVE : 0;
     addrinfo* res = nullptr;
     std::string service = std::to_string(port);
-    if (::getaddrinfo(h.c_str(), service.c_str(), &hints, &res) != 0 || res == nullptr) return std::nullopt;
+    const int rc = ::getaddrinfo(h.c_str(), service.c_str(), &hints, &res);
+    if (rc != 0 || res == nullptr) {
+      return {std::nullopt, rc == EAI_SYSTEM ? std::strerror(errno) : rc != 0 ? ::gai_strerror(rc) : "no address"};
+    }
     resolved out;
     std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
     out.len = res->ai_addrlen;
     out.family = res->ai_family;
     ::freeaddrinfo(res);
-    return out;
+    return {out, {}};
   });
-  if (!found) throw error("resolve " + address + ": unknown host", address, 0);
-  return *found;
+  if (!found.first) throw error("resolve " + address + ": " + found.second, address, 0);
+  return *found.first;
 }
 
 std::string describe(const sockaddr_storage& a) {
@@ -147,7 +184,7 @@ tcp_stream tcp_stream::connect(std::string_view host, std::uint16_t port, std::o
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) {
     if (errno != EINPROGRESS) fail("connect to", address, errno);
-    if (!wait_writable(fd, remaining(deadline))) time_out("connect to", address);
+    await(fd, false, deadline, "connect to", "tcp_stream", address);
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -158,29 +195,35 @@ tcp_stream tcp_stream::connect(std::string_view host, std::uint16_t port, std::o
 
 std::size_t tcp_stream::read(void* buf, std::size_t n, std::optional<duration> timeout) {
   if (fd_ < 0) throw error("read from a closed tcp_stream", peer_, EBADF);
+  if (n == 0) return 0;  // as recv(0) would, at once (on an empty socket recv() says EAGAIN: no wait for data)
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
-    if (fd_ < 0) closed_meanwhile("read from", "tcp_stream", peer_);
     ssize_t r = ::recv(fd_, buf, n, 0);
     if (r >= 0) return static_cast<std::size_t>(r);
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) fail("read from", peer_, errno);
-    if (!wait_readable(fd_, remaining(deadline))) time_out("read from", peer_);
+    await(fd_, true, deadline, "read from", "tcp_stream", peer_);
   }
 }
 
 void tcp_stream::read_exactly(void* buf, std::size_t n, std::optional<duration> timeout) {
+  if (fd_ < 0) throw error("read from a closed tcp_stream", peer_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   auto* p = static_cast<char*>(buf);
   std::size_t got = 0;
-  while (got < n) {
-    std::size_t r = read(p + got, n - got, remaining(deadline));
-    if (r == 0) {
-      throw error("read from " + peer_ + ": connection closed by the peer after " + std::to_string(got) + " of " +
-                      std::to_string(n) + " bytes",
-                  peer_, 0);
+  try {
+    while (got < n) {
+      const std::size_t r = read(p + got, n - got, remaining(deadline));
+      if (r == 0) break;
+      got += r;
     }
-    got += r;
+  } catch (const error& e) {
+    rethrow_after(e, got, n);
+  }
+  if (got < n) {
+    throw error("read from " + peer_ + ": connection closed by the peer after " + std::to_string(got) + " of " +
+                    std::to_string(n) + " bytes",
+                peer_, 0, got);
   }
 }
 
@@ -188,17 +231,20 @@ void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duratio
   if (fd_ < 0) throw error("write to a closed tcp_stream", peer_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   const auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    if (fd_ < 0) closed_meanwhile("write to", "tcp_stream", peer_);
-    ssize_t w = ::send(fd_, p, n, MSG_NOSIGNAL);
-    if (w >= 0) {
-      p += w;
-      n -= static_cast<std::size_t>(w);
-      continue;
+  std::size_t done = 0;
+  try {
+    while (done < n) {
+      const ssize_t w = ::send(fd_, p + done, n - done, MSG_NOSIGNAL);
+      if (w >= 0) {
+        done += static_cast<std::size_t>(w);
+        continue;
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) fail("write to", peer_, errno);
+      await(fd_, false, deadline, "write to", "tcp_stream", peer_);
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) fail("write to", peer_, errno);
-    if (!wait_writable(fd_, remaining(deadline))) time_out("write to", peer_);
+  } catch (const error& e) {
+    rethrow_after(e, done, n);
   }
 }
 
@@ -251,7 +297,6 @@ tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
   if (fd_ < 0) throw error("accept on a closed tcp_listener", address_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
-    if (fd_ < 0) closed_meanwhile("accept on", "tcp_listener", address_);
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -262,7 +307,7 @@ tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
     }
     if (errno == EINTR || errno == ECONNABORTED) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) fail("accept on", address_, errno);
-    if (!wait_readable(fd_, remaining(deadline))) time_out("accept on", address_);
+    await(fd_, true, deadline, "accept on", "tcp_listener", address_);
   }
 }
 

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <optional>
 
 namespace tendril::detail {
 
@@ -51,6 +53,12 @@ class reactor {
 // and wakes, as if the fd were ready, the tasks of this thread that wait_readable()/wait_writable() on it, so
 // they do not wait forever on an fd epoll has dropped, and the fd number can be reused at once. (io.cpp)
 void forget_fd(int fd) noexcept;
+
+// How a wait on an fd ended: it became ready, the timeout passed, or forget_fd() was called for it meanwhile (its
+// object was closed, destroyed or replaced: the waiter must not touch that object again).
+enum class fd_wait { ready, timed_out, closed };
+// wait_readable()/wait_writable() telling a close apart from readiness. (io.cpp)
+fd_wait wait_fd(int fd, bool readable, std::optional<std::chrono::steady_clock::duration> timeout);
 
 // Installs tendril's scheduling algorithm on the calling thread (once) and returns its reactor.
 reactor& install_scheduler();

@@ -11,10 +11,13 @@
 //   auto s = tendril::net::tcp_stream::connect("127.0.0.1", listener.port(), 2s);
 //   s.write_all("ping");
 //
-// Every blocking member takes an optional timeout and throws net::timeout_error when it passes; every failure is
-// a net::error naming the address ("connect to 127.0.0.1:8080: Connection refused"). A peer that disconnects
+// Every blocking member takes an optional timeout and throws net::timeout_error when it passes; a socket failure
+// is a net::error naming the address ("connect to 127.0.0.1:8080: Connection refused"). A peer that disconnects
 // makes read() return 0 (end of stream), read_exactly() throw net::error, and write_all() throw net::error.
-// Cancellation points. A socket is meant to be used by one task at a time (one reader or one writer waiting).
+// Cancellation points (task_cancelled; a tendril::timeout scope throws tendril::timeout_error). At most one task
+// waits to read (or accept) and one to write on a socket at a time: a second one gets tendril::usage_error.
+// close() (or destroying the object, or move-assigning another socket to it) wakes the tasks of its thread
+// waiting on it with net::error "... was closed while waiting"; they never touch the object again.
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once
 
@@ -30,16 +33,20 @@
 
 namespace tendril::net {
 
-// A socket operation failed. address() is "host:port"; code() the errno value (0 if none).
+// A socket operation failed. address() is "host:port"; code() the errno value (0 if none). transferred(): the
+// bytes read_exactly() stored in the caller's buffer, or write_all() handed to the kernel, before it failed (0 for
+// other calls), so a caller can resume or knows how far the stream got; what() says it too.
 class TENDRIL_API error : public std::runtime_error {
  public:
-  error(const std::string& what, std::string address, int code);
+  error(const std::string& what, std::string address, int code, std::size_t transferred = 0);
   const std::string& address() const noexcept { return address_; }
   int code() const noexcept { return code_; }
+  std::size_t transferred() const noexcept { return transferred_; }
 
  private:
   std::string address_;
   int code_;
+  std::size_t transferred_;
 };
 
 // A socket operation's timeout passed.
@@ -50,7 +57,9 @@ class TENDRIL_API timeout_error : public error {
 
 class TENDRIL_API tcp_stream {
  public:
-  // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error.
+  // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error. `host`: a
+  // name ("localhost" is 127.0.0.1), an IPv4 or IPv6 address, bracketed or not ("::1", "[::1]"). A name is resolved
+  // on the thread pool, outside `timeout`; the first address it resolves to is the one tried.
   static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;
@@ -60,7 +69,8 @@ class TENDRIL_API tcp_stream {
   tcp_stream& operator=(tcp_stream&& other) noexcept;
   ~tcp_stream();  // closes
 
-  // Reads at most n bytes; returns 0 at end of stream (the peer closed). Waits until some data is available.
+  // Reads at most n bytes; returns 0 at end of stream (the peer closed). Waits until some data is available;
+  // n == 0 returns 0 at once.
   std::size_t read(void* buf, std::size_t n, std::optional<duration> timeout = std::nullopt);
   // Reads exactly n bytes; throws net::error if the peer closes first (saying how many bytes arrived).
   void read_exactly(void* buf, std::size_t n, std::optional<duration> timeout = std::nullopt);

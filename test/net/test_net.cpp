@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ using tendril::net::tcp_listener;
 using tendril::net::tcp_stream;
 
 namespace {
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // Accepts one connection per call in a task and echoes everything back until the peer closes.
 tendril::task<void> echo_server(tcp_listener& l, int connections = 1) {
@@ -439,6 +442,159 @@ TEST_CASE("closing a listener or stream that another task waits on wakes it with
     tendril::sleep_for(20ms);
     c.write_all("ok");
     CHECK(reader3.get() == "ok");
+  });
+}
+
+TEST_CASE("replacing or destroying a socket another task waits on wakes it with net::error, never the new one's") {
+  // The old code woke the waiter, which then went on with whatever socket the object held: a reader took the new
+  // connection's data, a writer sent the rest of its message down the new connection, and after a destroy the
+  // waiter read the freed object.
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto a = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto pa = l.accept(5s);
+    auto b = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto pb = l.accept(5s);
+    SUBCASE("a reader, when another socket is move-assigned") {
+      auto reader = tendril::spawn([&] {
+        char buf[64];
+        return std::string(buf, a.read(buf, sizeof buf, generous(5s)));
+      });
+      tendril::sleep_for(20ms);
+      REQUIRE_FALSE(reader.done());
+      a = std::move(b);
+      pb.write_all("FROM-CONNECTION-2");
+      std::string what;
+      try {
+        reader.get();
+      } catch (const tendril::net::error& e) {
+        what = e.what();
+      }
+      CHECK(contains(what, "was closed while waiting"));
+      char buf[64];
+      std::size_t got = 0;
+      while (got < 17) got += a.read(buf + got, sizeof buf - got, generous(5s));
+      CHECK(std::string(buf, got) == "FROM-CONNECTION-2");  // nothing taken by the old reader
+    }
+    SUBCASE("a writer, when another socket is move-assigned") {
+      const std::string big(8 << 20, 'x');  // more than the socket buffers hold: pa never reads
+      auto writer = tendril::spawn([&] { a.write_all(big, generous(5s)); });
+      tendril::sleep_for(50ms);
+      REQUIRE_FALSE(writer.done());
+      a = std::move(b);
+      std::size_t sent = 0;
+      try {
+        writer.get();
+        FAIL("write_all returned");
+      } catch (const tendril::net::error& e) {
+        CHECK(contains(e.what(), "was closed while waiting"));
+        sent = e.transferred();
+      }
+      CHECK(sent > 0);
+      CHECK(sent < big.size());
+      a.shutdown();  // the new connection carried nothing of the old message
+      char buf[16];
+      CHECK(pb.read(buf, sizeof buf, generous(5s)) == 0);
+    }
+    SUBCASE("a reader, when the object is destroyed") {
+      auto owned = std::make_unique<tcp_stream>(std::move(a));
+      auto reader = tendril::spawn([&] {
+        char buf[16];
+        owned->read(buf, sizeof buf);  // no timeout: only the destroy ends it
+      });
+      tendril::sleep_for(20ms);
+      REQUIRE_FALSE(reader.done());
+      owned.reset();
+      if (!reader.wait_for(generous(5s))) {
+        reader.cancel();
+        reader.join();
+      }
+      CHECK_FALSE(reader.cancelled());
+      CHECK_THROWS_AS(reader.get(), tendril::net::error);
+    }
+    SUBCASE("an acceptor, when another listener is move-assigned") {
+      auto l2 = tcp_listener::bind("127.0.0.1", 0);
+      const auto port2 = l2.port();
+      auto acceptor = tendril::spawn([&] { l.accept(generous(5s)); });
+      tendril::sleep_for(20ms);
+      REQUIRE_FALSE(acceptor.done());
+      l = std::move(l2);
+      auto c = tcp_stream::connect("127.0.0.1", port2, 5s);
+      CHECK_THROWS_AS(acceptor.get(), tendril::net::error);
+      auto accepted = l.accept(generous(5s));  // still there for the listener's new owner
+      CHECK(accepted.is_open());
+    }
+  });
+}
+
+TEST_CASE("an IPv6 address may be written bracketed, as address() and peer() write it") {
+  tendril::run([] {
+    std::optional<tcp_listener> l;
+    try {
+      l.emplace(tcp_listener::bind("::1", 0));
+    } catch (const tendril::net::error& e) {
+      MESSAGE("no IPv6 loopback on this machine (", e.what(), "): nothing to check");
+      return;
+    }
+    CHECK(l->address() == "[::1]:" + std::to_string(l->port()));
+    auto s = tcp_stream::connect("[::1]", l->port(), 5s);  // the old code said "unknown host"
+    CHECK(s.peer() == l->address());
+    auto l2 = tcp_listener::bind("[::1]", 0);
+    CHECK(l2.address() == "[::1]:" + std::to_string(l2.port()));
+  });
+}
+
+TEST_CASE("read(buf, 0) returns 0 at once, as recv(0) does; read_exactly(buf, 0) on a closed stream throws") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);  // never writes: the old code waited here until the timeout
+    char buf[1];
+    CHECK(s.read(buf, 0, generous(5s)) == 0);
+    s.close();
+    CHECK_THROWS_AS(s.read_exactly(buf, 0), tendril::net::error);
+  });
+}
+
+TEST_CASE("read_exactly and write_all failures say how many bytes they moved") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    char buf[4];
+    peer.write_all("ab");
+    try {
+      s.read_exactly(buf, 4, 150ms);
+      FAIL("read_exactly returned");
+    } catch (const tendril::net::timeout_error& e) {
+      CHECK(e.transferred() == 2);
+      CHECK(contains(e.what(), "timed out (after 2 of 4 bytes)"));
+    }
+    CHECK(std::string(buf, 2) == "ab");  // the caller can resume from there
+    peer.write_all("cd");
+    s.read_exactly(buf + 2, 2, generous(5s));
+    CHECK(std::string(buf, 4) == "abcd");
+    // The peer closes mid-message.
+    peer.write_all("e");
+    peer.close();
+    try {
+      s.read_exactly(buf, 4, generous(5s));
+      FAIL("read_exactly returned");
+    } catch (const tendril::net::error& e) {
+      CHECK(e.transferred() == 1);
+    }
+    // A writer whose peer never reads: the timeout says how much the kernel took.
+    auto w = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto silent = l.accept(5s);
+    const std::string big(8 << 20, 'x');
+    try {
+      w.write_all(big, 300ms);
+      FAIL("write_all returned");
+    } catch (const tendril::net::timeout_error& e) {
+      CHECK(e.transferred() > 0);
+      CHECK(e.transferred() < big.size());
+      CHECK(contains(e.what(), "of " + std::to_string(big.size()) + " bytes)"));
+    }
   });
 }
 
