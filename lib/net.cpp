@@ -260,13 +260,13 @@ void tcp_stream::close() noexcept {
 // ---- tcp_listener ----------------------------------------------------------------------------------------------
 
 tcp_listener::tcp_listener(tcp_listener&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), port_(other.port_), address_(std::move(other.address_)) {}
+    : fd_(std::exchange(other.fd_, -1)), port_(std::exchange(other.port_, 0)), address_(std::move(other.address_)) {}
 
 tcp_listener& tcp_listener::operator=(tcp_listener&& other) noexcept {
   if (this != &other) {
     close();
     fd_ = std::exchange(other.fd_, -1);
-    port_ = other.port_;
+    port_ = std::exchange(other.port_, 0);
     address_ = std::move(other.address_);
   }
   return *this;
