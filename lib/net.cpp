@@ -198,6 +198,7 @@ std::size_t tcp_stream::read(void* buf, std::size_t n, std::optional<duration> t
   if (n == 0) return 0;  // as recv(0) would, at once (on an empty socket recv() says EAGAIN: no wait for data)
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
+    if (fd_ < 0) closed_meanwhile("read from", "tcp_stream", peer_);  // moved out (moved-to objects are alive)
     ssize_t r = ::recv(fd_, buf, n, 0);
     if (r >= 0) return static_cast<std::size_t>(r);
     if (errno == EINTR) continue;
@@ -234,6 +235,7 @@ void tcp_stream::write_all(const void* buf, std::size_t n, std::optional<duratio
   std::size_t done = 0;
   try {
     while (done < n) {
+      if (fd_ < 0) closed_meanwhile("write to", "tcp_stream", peer_);  // moved out
       const ssize_t w = ::send(fd_, p + done, n - done, MSG_NOSIGNAL);
       if (w >= 0) {
         done += static_cast<std::size_t>(w);
@@ -297,6 +299,7 @@ tcp_stream tcp_listener::accept(std::optional<duration> timeout) {
   if (fd_ < 0) throw error("accept on a closed tcp_listener", address_, EBADF);
   const auto deadline = detail::deadline_after(timeout);
   for (;;) {
+    if (fd_ < 0) closed_meanwhile("accept on", "tcp_listener", address_);  // moved out
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
