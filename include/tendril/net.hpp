@@ -17,7 +17,8 @@
 // Cancellation points (task_cancelled; a tendril::timeout scope throws tendril::timeout_error). At most one task
 // waits to read (or accept) and one to write on a socket at a time: a second one gets tendril::usage_error.
 // close() (or destroying the object, or move-assigning another socket to it) wakes the tasks of its thread
-// waiting on it with net::error "... was closed while waiting"; they never touch the object again.
+// waiting on it with net::error "... was closed while waiting"; they never touch the object again. Moving a socket
+// out of an object (move construction) while a task waits on it is not supported: the waiter keeps the object.
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once
 
