@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -413,8 +414,8 @@ class session_state {
       } catch (const error& e) {
         if (i >= retries || !is_transient(e.code())) throw;
       }
-      sleep_for(backoff);
-      backoff *= 2;
+      sleep_for(std::min(backoff, settings.retry_backoff_max));
+      backoff = backoff > settings.retry_backoff_max / 2 ? settings.retry_backoff_max : backoff * 2;
     }
   }
 
@@ -658,7 +659,12 @@ class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
     std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
-    std::string pattern = (dir / ("." + dest.filename().string() + ".part-XXXXXX")).string();
+    // ".NAME.part-XXXXXX" adds 12 bytes to the name: a name that fits the file system's limit (NAME_MAX, 255 on
+    // Linux) but not with them is cut, so that only the final name decides whether a download can be saved.
+    std::string name = dest.filename().string();
+    constexpr std::size_t added = std::string_view(".").size() + std::string_view(".part-XXXXXX").size();
+    if (name.size() + added > NAME_MAX) name.resize(NAME_MAX - added);
+    std::string pattern = (dir / ("." + name + ".part-XXXXXX")).string();
     fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
     if (fd_ < 0) {
       throw_file_error("cannot create a temporary file for the download", std::filesystem::path(pattern), errno);

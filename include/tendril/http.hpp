@@ -260,9 +260,11 @@ struct session_options {
   // At most this many in flight to one host (scheme://host:port); 0: no per-host limit.
   std::size_t max_per_host = 0;
   // Retries for idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) that fail to connect, time out, lose the
-  // connection, or get 502/503/504; waits retry_backoff, doubling each time. 0: no retries.
+  // connection, or get 502/503/504; waits retry_backoff, doubling each time up to retry_backoff_max (urllib3's
+  // backoff_max). 0: no retries.
   int retries = 0;
   duration retry_backoff = std::chrono::milliseconds(200);
+  duration retry_backoff_max = std::chrono::seconds(30);
   // Defaults for every request's options (timeouts, TLS, proxy...). Per-request headers are added to these.
   options defaults;
 };

@@ -194,6 +194,15 @@ TEST_CASE("a failed download leaves no file behind") {
   CHECK(dir.entries().empty());
 }
 
+TEST_CASE("a destination name near the file system's limit is saved: only its temporary name is cut") {
+  temp_dir dir;
+  const std::string name(250, 'n');  // fits NAME_MAX (255); ".NAME.part-XXXXXX" would not
+  const auto d = http::download(url("/bytes/1000"), dir.path / name);
+  CHECK(d.bytes == 1000);
+  CHECK(read_file(dir.path / name) == expected_bytes(1000));
+  CHECK(dir.entries() == std::vector<std::string>{name});
+}
+
 TEST_CASE("a download into a missing directory fails with a filesystem_error naming the path") {
   temp_dir dir;
   const fs::path to = dir.path / "missing" / "out.bin";

@@ -168,6 +168,17 @@ TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") 
     CHECK(sw.elapsed() >= 300ms);  // backoffs of 100 ms and 200 ms
     CHECK(sw.elapsed() < generous(5s));
   }
+  SUBCASE("the doubling stops at retry_backoff_max") {
+    http::session_options capped = so;
+    capped.retries = 5;
+    capped.retry_backoff_max = 100ms;  // waits 100 ms five times; doubling would wait 3.1 s in all
+    http::session s2(capped);
+    const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/";
+    stopwatch sw;
+    CHECK_THROWS_AS(s2.get(u), http::error);
+    CHECK(sw.elapsed() >= 500ms);
+    CHECK(sw.elapsed() < 2500ms);
+  }
   SUBCASE("a 503: 3 requests reach the server, the last response is returned") {
     const auto before = stats();
     stopwatch sw;
