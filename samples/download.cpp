@@ -6,8 +6,9 @@
 //   -o DIR        where to put the files (default ./downloads); file names come from the URLs
 //   -i FILE       read more URLs from FILE, one per line ('#' starts a comment; '-' is standard input)
 //   --sync        one after another instead (the baseline to compare with)
-//   --retries N   retry a download that fails to connect, times out, or gets 502/503/504, N times (default 2)
-//   --timeout S   give up on a download after S seconds (default: no limit)
+//   --retries N   retry a download that fails to connect, times out, or gets 502/503/504, N times (default 2);
+//                 the session waits 0.2 s before the first retry and doubles the wait each time (up to 30 s)
+//   --timeout S   time limit of each attempt, in seconds (default: no limit); a retry gets S again
 //
 // With no URL at all it runs a demo: it starts a small HTTP server inside this very process (sample_http_server.hpp,
 // on tendril::net) that serves 8 images, each after a 1-second pause like a slow real server, downloads them one
@@ -35,10 +36,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -287,6 +291,18 @@ class display {
   int lines_ = 0;  // lines of bars currently on screen
 };
 
+// Why a request failed, for the person at the command line. The library's message ends with a hint for C++
+// programmers when it has one ("...; pass its CA in options::ca_file..."): this program has no such options.
+std::string reason(const http::error& e) {
+  std::string m = e.curl_message().empty() ? e.what() : e.curl_message();
+  const auto hint = m.rfind("; ");
+  if (hint == std::string::npos || m.find("options::", hint) == std::string::npos) return m;
+  m.resize(hint);
+  if (e.code() == 60 || e.code() == 77) m += "; the server's TLS certificate is not trusted";  // CURLE_PEER_...
+  if (e.code() == 47) m += "; more than 10 redirects: a redirect loop?";                       // CURLE_TOO_MANY_...
+  return m;
+}
+
 // Downloads one file; records the outcome in `j` and never throws (except task_cancelled: an interrupt).
 void fetch(job& j, http::session& session, display& out) {
   j.active = true;
@@ -299,15 +315,25 @@ void fetch(job& j, http::session& session, display& out) {
     return true;
   };
   try {
-    http::download_result r = session.download(j.url, j.dest, o);
-    j.bytes = r.bytes;
-    j.ok = true;
+    // download() replaces only a regular file; say so in this program's terms before it refuses in C++ terms.
+    std::error_code ec;
+    const fs::file_status there = fs::symlink_status(j.dest, ec);
+    if (fs::exists(there) && !fs::is_regular_file(there)) {
+      j.error = j.dest.string() + (fs::is_directory(there) ? " is a directory" : " is not a regular file") +
+                ": not replaced (rename it, or pick another -o DIR)";
+    } else {
+      http::download_result r = session.download(j.url, j.dest, o);
+      j.bytes = r.bytes;
+      j.ok = true;
+    }
   } catch (const tendril::task_cancelled&) {
     throw;  // interrupted: let the task unwind (the temporary file goes with it)
   } catch (const http::status_error& e) {
     j.error = "HTTP status " + std::to_string(e.status());
   } catch (const http::error& e) {
-    j.error = e.curl_message().empty() ? e.what() : e.curl_message();
+    j.error = reason(e);
+  } catch (const fs::filesystem_error& e) {
+    j.error = "cannot save " + e.path1().string() + ": " + e.code().message();  // e.g. "Permission denied"
   } catch (const std::exception& e) {
     j.error = e.what();
   }
@@ -475,13 +501,66 @@ int run_demo(const fs::path& dir, std::size_t parallel, display& out) {
 
 // ---- command line ----------------------------------------------------------------------------------------------
 
+constexpr const char* usage_line =
+    "usage: download [-j N] [-o DIR] [-i FILE] [--sync] [--retries N] [--timeout S] [URL ...]\n";
+
+// --help: to standard output, exit status 0.
+[[noreturn]] void help() {
+  std::printf(
+      "download: downloads URLs concurrently, on one thread\n%s"
+      "  -j N          at most N downloads at once (default 16, at most 10000)\n"
+      "  -o DIR        where the files go (default ./downloads); created if needed\n"
+      "  -i FILE       more URLs, one per line ('#' starts a comment; '-' is standard input)\n"
+      "  --sync        one after another instead\n"
+      "  --retries N   retry a download that fails to connect, times out, or gets 502/503/504, up to N times\n"
+      "                (default 2, at most 10). The waits between attempts double from 0.2 s (0.2, 0.4, 0.8 ...,\n"
+      "                at most 30 s each): 2 retries wait 0.6 s in all, 5 wait 6.2 s, 10 wait 111 s\n"
+      "  --timeout S   time limit of each attempt, in seconds (default: none); every retry gets S again\n"
+      "With no URL: a demo against a slow server built into this program.\n",
+      usage_line);
+  std::exit(0);
+}
+
+// A usage error: to standard error, exit status 2.
 [[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr,
-               "download: %s\n"
-               "usage: download [-j N] [-o DIR] [-i FILE] [--sync] [--retries N] [--timeout S] [URL ...]\n"
-               "       (no URL: a demo against a built-in slow server)\n",
-               why.c_str());
+  std::fprintf(stderr, "download: %s\n%s       (download --help for more)\n", why.c_str(), usage_line);
   std::exit(2);
+}
+
+// "http://a\x01b": control characters (a NUL byte in a file of URLs, say) made visible.
+std::string escaped(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool has_control_char(std::string_view s) { return escaped(s) != s; }
+
+// Strict number parsing: the whole string must be a number in [lo, hi]. std::from_chars takes no spaces, signs
+// or "0x" prefixes, and reports overflow instead of wrapping around (strtod/atoi would accept "5x", and a cast
+// of nan or 1e30 to an integer is undefined behaviour).
+std::optional<std::uint64_t> parse_integer(std::string_view v, std::uint64_t lo, std::uint64_t hi) {
+  std::uint64_t n = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size() || n < lo || n > hi) return std::nullopt;
+  return n;
+}
+
+std::optional<double> parse_seconds(std::string_view v, double lo, double hi) {
+  double d = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  // from_chars reads "nan" and "inf" too: !(d >= lo && d <= hi) rejects them along with the out-of-range values.
+  if (ec != std::errc() || end != v.data() + v.size() || !(d >= lo && d <= hi)) return std::nullopt;
+  return d;
 }
 
 struct settings {
@@ -494,6 +573,32 @@ struct settings {
   std::optional<double> timeout;
 };
 
+// Adds the URLs of `f` ("-": standard input) to `urls`.
+void read_url_file(const std::string& f, std::vector<std::string>& urls) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (f != "-") {
+    std::error_code ec;
+    if (fs::is_directory(f, ec)) usage("cannot read " + f + ": it is a directory");
+    errno = 0;
+    file.open(f);
+    if (!file) usage("cannot read " + f + (errno != 0 ? std::string(": ") + std::strerror(errno) : ""));
+    in = &file;
+  }
+  int number = 0;
+  for (std::string line; std::getline(*in, line);) {
+    ++number;
+    auto b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#') continue;
+    auto e = line.find_last_not_of(" \t\r");
+    std::string url = line.substr(b, e - b + 1);
+    if (has_control_char(url)) {
+      usage(f + ", line " + std::to_string(number) + ": control character in the URL \"" + escaped(url) + "\"");
+    }
+    urls.push_back(url);
+  }
+}
+
 settings parse(int argc, char** argv) {
   settings s;
   for (int i = 1; i < argc; ++i) {
@@ -502,48 +607,44 @@ settings parse(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after " + a);
       return argv[++i];
     };
-    auto number = [&](double lo) {
-      std::string v = value();
-      char* end = nullptr;
-      double d = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end != '\0' || d < lo) usage("bad value for " + a + ": " + v);
-      return d;
+    auto bad = [&](const std::string& v, const char* expected) {
+      usage("bad value for " + a + ": \"" + escaped(v) + "\" (expected " + expected + ")");
     };
     if (a == "-j" || a == "--jobs") {
-      s.parallel = static_cast<std::size_t>(number(1));
+      std::string v = value();
+      auto n = parse_integer(v, 1, 10000);
+      if (!n) bad(v, "a whole number from 1 to 10000");
+      s.parallel = static_cast<std::size_t>(*n);
     } else if (a == "-o" || a == "--output") {
-      s.dir = value();
+      std::string v = value();
+      if (v.empty()) usage(a + ": empty directory name");
+      std::error_code ec;
+      if (fs::exists(v, ec) && !fs::is_directory(v, ec)) usage(a + " " + v + ": exists and is not a directory");
+      s.dir = v;
     } else if (a == "-i" || a == "--input") {
       s.url_files.push_back(value());
     } else if (a == "--sync") {
       s.sync = true;
     } else if (a == "--retries") {
-      s.retries = static_cast<int>(number(0));
+      std::string v = value();
+      auto n = parse_integer(v, 0, 10);
+      if (!n) bad(v, "a whole number from 0 to 10");
+      s.retries = static_cast<int>(*n);
     } else if (a == "--timeout") {
-      s.timeout = number(0.001);
+      std::string v = value();
+      s.timeout = parse_seconds(v, 0.001, 1e6);
+      if (!s.timeout) bad(v, "seconds, from 0.001 to 1000000");
     } else if (a == "-h" || a == "--help") {
-      usage("downloads URLs concurrently");
+      help();
     } else if (!a.empty() && a[0] == '-') {
       usage("unknown option " + a);
+    } else if (has_control_char(a)) {
+      usage("control character in the URL \"" + escaped(a) + "\"");
     } else {
       s.urls.push_back(a);
     }
   }
-  for (const auto& f : s.url_files) {
-    std::ifstream file;
-    std::istream* in = &std::cin;
-    if (f != "-") {
-      file.open(f);
-      if (!file) usage("cannot read " + f);
-      in = &file;
-    }
-    for (std::string line; std::getline(*in, line);) {
-      auto b = line.find_first_not_of(" \t\r");
-      if (b == std::string::npos || line[b] == '#') continue;
-      auto e = line.find_last_not_of(" \t\r");
-      s.urls.push_back(line.substr(b, e - b + 1));
-    }
-  }
+  for (const auto& f : s.url_files) read_url_file(f, s.urls);
   return s;
 }
 

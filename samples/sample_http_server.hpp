@@ -94,8 +94,10 @@ struct reply {
 // An exception from it becomes a 500 answer.
 using handler = std::function<std::optional<reply>(const request&)>;
 
-// Called after each answer, e.g. to print an access log line. `bytes` counts the body.
-using access_logger = std::function<void(const request&, int status, std::uint64_t bytes, tendril::duration took)>;
+// Called after each answer, e.g. to print an access log line. `bytes` counts the body sent; `complete` is false
+// when the answer was cut short (the client went away or stopped reading, or a file shrank while being sent).
+using access_logger =
+    std::function<void(const request&, int status, std::uint64_t bytes, tendril::duration took, bool complete)>;
 
 struct server_config {
   std::string host = "127.0.0.1";
@@ -390,7 +392,7 @@ inline void serve_connection(const std::shared_ptr<server_state>& st, tendril::n
       }
     } catch (const bad_request& e) {
       std::size_t bytes = refuse(s, e.why);
-      if (st->config.log) st->config.log(req, 400, bytes, std::chrono::steady_clock::now() - started);
+      if (st->config.log) st->config.log(req, 400, bytes, std::chrono::steady_clock::now() - started, true);
       return;
     } catch (const tendril::task_cancelled&) {
       throw;  // stop() cancelled us: unwind (it derives from std::exception, so it must not reach the next line)
@@ -398,17 +400,29 @@ inline void serve_connection(const std::shared_ptr<server_state>& st, tendril::n
       rep = reply::text(std::string("500 Internal Server Error: ") + e.what() + "\n", 500);
     }
 
-    std::uint64_t sent = 0;
+    std::uint64_t sent = 0;  // body bytes written
     const tendril::duration write_timeout = st->config.idle_timeout;
+    auto log = [&](bool complete) {
+      if (st->config.log) st->config.log(req, rep.status, sent, std::chrono::steady_clock::now() - started, complete);
+    };
     if (file) {
       // Stream the file in chunks: memory stays small whatever its size.
+      errno = 0;
       std::ifstream in(*file, std::ios::binary);
+      const int open_error = errno;
       std::error_code ec;
       const std::uint64_t size = std::filesystem::file_size(*file, ec);
-      if (!in || ec) {
-        rep = reply::text("404 Not Found: " + req.path + "\n", 404);
+      if (!in && (open_error == EACCES || open_error == EPERM)) {
+        rep = reply::text("403 Forbidden: " + req.path + "\n", 403);  // there, but we may not read it
+        file.reset();
+      } else if (!in && open_error == ENOENT) {
+        rep = reply::text("404 Not Found: " + req.path + "\n", 404);  // removed since static_file() saw it
+        file.reset();
+      } else if (!in || ec) {
+        rep = reply::text("500 Internal Server Error: cannot read " + req.path + "\n", 500);
         file.reset();
       } else {
+        rep.status = 200;
         s.write_all(response_head(200, content_type_for(*file), size, keep_alive, {}), write_timeout);
         if (!head_only) {
           std::vector<char> chunk(64 * 1024);
@@ -417,21 +431,37 @@ inline void serve_connection(const std::shared_ptr<server_state>& st, tendril::n
             in.read(chunk.data(), static_cast<std::streamsize>(want));
             auto n = static_cast<std::size_t>(in.gcount());
             if (n == 0) break;
-            s.write_all(chunk.data(), n, write_timeout);
+            try {
+              s.write_all(chunk.data(), n, write_timeout);
+            } catch (const tendril::net::error& e) {
+              // The client went away (or stopped reading) in the middle of the file: log what it got, then close.
+              sent += e.transferred();
+              log(false);
+              throw;
+            }
             sent += n;
           }
-          if (sent != size) return;  // the file shrank under us: the Content-Length is a lie now, so close
+          if (sent != size) {  // the file shrank under us: the Content-Length is a lie now, so close
+            log(false);
+            return;
+          }
         }
-        rep.status = 200;
       }
     }
     if (!file) {
       std::string out = response_head(rep.status, rep.content_type, rep.body.size(), keep_alive, rep.headers);
+      const std::size_t head_size = out.size();
       if (!head_only) out += rep.body;
-      s.write_all(out, write_timeout);
+      try {
+        s.write_all(out, write_timeout);
+      } catch (const tendril::net::error& e) {
+        sent = e.transferred() > head_size ? e.transferred() - head_size : 0;
+        log(false);
+        throw;
+      }
       sent = head_only ? 0 : rep.body.size();
     }
-    if (st->config.log) st->config.log(req, rep.status, sent, std::chrono::steady_clock::now() - started);
+    log(true);
     if (!keep_alive) {
       s.shutdown();
       return;

@@ -25,15 +25,21 @@
 // It prints "listening on http://127.0.0.1:PORT", one line per request, and runs until SIGINT or SIGTERM (Ctrl-C).
 // Signals arrive through a signalfd that a task waits on with tendril::wait_readable: signal handling becomes
 // one more task, with no async-signal-safety puzzles.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "sample_http_server.hpp"
@@ -45,12 +51,22 @@ using namespace std::chrono_literals;
 
 namespace {
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "slow_server: %s\n"
-               "usage: slow_server [--port P] [--dir DIR] [--delay S] [--quiet] [--until-stdin-eof]\n",
-               why);
+constexpr const char* usage_line =
+    "usage: slow_server [--port P] [--dir DIR] [--delay S] [--quiet] [--until-stdin-eof]\n";
+
+// A usage error: to standard error, exit status 2.
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr, "slow_server: %s\n%s", why.c_str(), usage_line);
   std::exit(2);
+}
+
+// Strict parsing: the whole string must be a number in [lo, hi] ("5000x", "nan", "inf" and overflow fail).
+template <class T>
+std::optional<T> parse_number(std::string_view v, T lo, T hi) {
+  T n{};
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size() || !(n >= lo && n <= hi)) return std::nullopt;
+  return n;
 }
 
 // Waits (suspending only this task) until fd has data, then reads it. Pipes and terminals go through the
@@ -75,27 +91,48 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+      if (i + 1 >= argc) usage("missing value after " + a);
       return argv[++i];
     };
     if (a == "--port") {
-      port = std::atoi(value().c_str());
-      if (port < 0 || port > 65535) usage("bad port");
+      std::string v = value();
+      auto p = parse_number<int>(v, 0, 65535);
+      if (!p) usage("bad value for --port: \"" + v + "\" (expected 0 to 65535)");
+      port = *p;
     } else if (a == "--dir") {
       dir = value();
     } else if (a == "--delay") {
-      delay = std::atof(value().c_str());
-      if (delay < 0) usage("bad delay");
+      std::string v = value();
+      auto d = parse_number<double>(v, 0, 3600);
+      if (!d) usage("bad value for --delay: \"" + v + "\" (expected seconds, from 0 to 3600)");
+      delay = *d;
     } else if (a == "--quiet") {
       quiet = true;
     } else if (a == "--until-stdin-eof") {
       until_stdin_eof = true;
     } else if (a == "-h" || a == "--help") {
-      usage("serves seed 002's slow endpoints /index and /index1");
+      std::printf(
+          "slow_server: serves seed 002's slow endpoints /index and /index1\n%s"
+          "  --port P            listen on 127.0.0.1:P (default 5000; 0 picks a free port)\n"
+          "  --dir DIR           also serve the files under DIR\n"
+          "  --delay S           how long /index and /index1 sleep, in seconds (default 2)\n"
+          "  --quiet             no access log\n"
+          "  --until-stdin-eof   also stop when standard input closes\n",
+          usage_line);
+      return 0;
     } else {
-      usage(("unknown argument " + a).c_str());
+      usage("unknown argument " + a);
     }
   }
+  // Check what we can before starting, so that a mistake is one clear line, not a server that half works.
+  if (!dir.empty()) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) usage("--dir " + dir + ": " + std::strerror(errno));
+    if (!S_ISDIR(st.st_mode)) usage("--dir " + dir + ": not a directory");
+  }
+  // With standard input closed (`<&-`), the next descriptor we open would become fd 0, and the stdin watcher
+  // would wait on one of the server's own sockets.
+  if (until_stdin_eof && ::fcntl(0, F_GETFD) < 0) usage("--until-stdin-eof: standard input is closed");
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // one line at a time, even into a pipe
 
   // Block SIGINT/SIGTERM before any thread exists (tendril's thread pool inherits the mask), and receive them
@@ -130,9 +167,10 @@ int main(int argc, char** argv) {
     config.port = static_cast<std::uint16_t>(port);
     config.static_dir = dir;
     if (!quiet) {
-      config.log = [](const sample::request& r, int code, std::uint64_t bytes, tendril::duration took) {
-        std::printf("%s  %s %s -> %d, %llu bytes, %.2f s\n", r.peer.c_str(), r.method.c_str(), r.target.c_str(), code,
-                    static_cast<unsigned long long>(bytes), std::chrono::duration<double>(took).count());
+      config.log = [](const sample::request& r, int code, std::uint64_t bytes, tendril::duration took, bool complete) {
+        std::printf("%s  %s %s -> %d, %llu bytes, %.2f s%s\n", r.peer.c_str(), r.method.c_str(), r.target.c_str(), code,
+                    static_cast<unsigned long long>(bytes), std::chrono::duration<double>(took).count(),
+                    complete ? "" : " (client went away)");
       };
     }
     sample::http_server server(routes, config);
