@@ -383,12 +383,13 @@ struct transfer_impl {
   bool finished = false;
   bool paused = false;
   bool ever_paused = false;
-  bool plain = false;            // a plain request (see easy_profile)
-  bool headers_done = false;     // the final response's headers are all in (see on_header)
-  bool has_location = false;     // the response being received has a Location header
-  bool length_overflow = false;  // its Content-Length is all digits but too large (see complete())
-  bool aborted = false;          // removed from libcurl unfinished (transfer::abort); finished says so too
-  bool orphaned = false;         // aborted unfinished when its driver was destroyed (thread exit)
+  bool plain = false;                  // a plain request (see easy_profile)
+  bool headers_done = false;           // the final response's headers are all in; set for a sink only (see on_header)
+  bool has_location = false;           // the response being received has a Location header
+  bool length_overflow = false;        // its Content-Length is all digits but too large (see complete())
+  bool has_transfer_encoding = false;  // it has a Transfer-Encoding, which frames the body instead (RFC 9112 6.3)
+  bool aborted = false;                // removed from libcurl unfinished (transfer::abort); finished says so too
+  bool orphaned = false;               // aborted unfinished when its driver was destroyed (thread exit)
   // The driver that made this transfer (its thread's), never changed: unlike `driver`, which orphan_in_use()
   // clears, another thread may read it (transfer::check_thread()).
   curl_driver* home = nullptr;
@@ -420,7 +421,8 @@ struct transfer_impl {
     error_buffer[0] = '\0';
     code = CURLE_OK;
     callback_error = nullptr;
-    added = finished = paused = ever_paused = headers_done = has_location = length_overflow = aborted = false;
+    added = finished = paused = ever_paused = headers_done = has_location = length_overflow = has_transfer_encoding =
+        aborted = false;
     plain = false;
     profile.reset();
     parked = nullptr;
@@ -460,7 +462,7 @@ struct transfer_impl {
     ended = std::chrono::steady_clock::now();
   }
   void complete(CURLcode rc) noexcept {
-    if (rc == CURLE_OK && length_overflow && expects_body()) {
+    if (rc == CURLE_OK && length_overflow && !has_transfer_encoding && expects_body()) {
       // libcurl reads a body whose Content-Length overflows its 63-bit size until the server closes the
       // connection, and calls that success; but such a body can never be complete, so a download of it must not
       // be kept as if it were.
@@ -530,6 +532,7 @@ struct transfer_impl {
       t->headers_done = false;
       t->has_location = false;
       t->length_overflow = false;
+      t->has_transfer_encoding = false;
       return bytes;
     }
     if (bytes <= 2 && (bytes == 0 || data[0] == '\r' || data[0] == '\n')) {
@@ -544,7 +547,7 @@ struct transfer_impl {
       const bool redirect = status >= 300 && status < 400 && t->request.follow_redirects && t->has_location;
       if (!interim && !redirect) {
         t->headers_done = true;
-        if (t->sink != nullptr) t->notify_owner();
+        t->notify_owner();
       }
       return bytes;
     }
@@ -564,6 +567,9 @@ struct transfer_impl {
       const bool whole = p == value.data() + value.size();
       t->expected_body = (ec == std::errc() && whole && n > 0) ? static_cast<std::size_t>(n) : 0;
       t->length_overflow = ec == std::errc::result_out_of_range && whole && value.front() != '-';
+    } else if (line.size() > 18 && line[17] == ':' &&
+               same_ignoring_ascii_case(line.substr(0, 18), "transfer-encoding:")) {
+      t->has_transfer_encoding = true;
     }
     try {
       http::detail::headers_access::append_line(t->headers, line);

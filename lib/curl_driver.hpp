@@ -71,7 +71,8 @@ class transfer {
   void check_thread() const;
 
   bool finished() const noexcept;
-  // Whether the final response's headers are all in (set before the first byte of its body).
+  // Whether the final response's headers are all in (set before the first byte of its body). Kept for a transfer
+  // with a sink only: a collected body is read once the transfer has finished.
   bool headers_done() const noexcept;
   int code() const noexcept;  // CURLcode; 0 = success
   // What options::on_progress threw, aborting the transfer (null if it did not): the requester rethrows it.

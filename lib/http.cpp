@@ -315,6 +315,10 @@ class session_state {
       : settings(std::move(o)),
         limits(std::make_shared<session_limits>(settings.max_connections, settings.max_per_host)) {
     check_limits(settings.defaults, "the session's defaults");
+    if (settings.retry_backoff < duration::zero() || settings.retry_backoff_max < duration::zero()) {
+      throw usage_error(
+          "http::session_options::retry_backoff and retry_backoff_max must not be negative (0: retry at once)");
+    }
   }
 
   // Holds one in-flight slot of the session (and of the host, with a per-host limit) for its lifetime.
@@ -659,11 +663,16 @@ class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
     std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
-    // ".NAME.part-XXXXXX" adds 12 bytes to the name: a name that fits the file system's limit (NAME_MAX, 255 on
-    // Linux) but not with them is cut, so that only the final name decides whether a download can be saved.
+    // ".NAME.part-XXXXXX" adds 13 bytes to the name: a name that fits the file system's limit (NAME_MAX, 255 on
+    // Linux) but not with them is cut (at a UTF-8 character's start, for file systems that insist on valid
+    // UTF-8), so that only the final name decides whether a download can be saved.
     std::string name = dest.filename().string();
     constexpr std::size_t added = std::string_view(".").size() + std::string_view(".part-XXXXXX").size();
-    if (name.size() + added > NAME_MAX) name.resize(NAME_MAX - added);
+    if (name.size() + added > NAME_MAX) {
+      std::size_t keep = NAME_MAX - added;
+      while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80) --keep;  // a continuation byte
+      name.resize(keep);
+    }
     std::string pattern = (dir / ("." + name + ".part-XXXXXX")).string();
     fd_ = ::mkostemp(pattern.data(), O_CLOEXEC);
     if (fd_ < 0) {
@@ -820,9 +829,18 @@ std::string stream::read_all() {
   return all;
 }
 
-long stream::status() const { return state().xfer().status(); }
-const headers_map& stream::headers() const { return state().xfer().headers(); }
-const std::string& stream::url() const { return state().url(); }
+long stream::status() const {
+  state().xfer().check_thread();
+  return state().xfer().status();
+}
+const headers_map& stream::headers() const {
+  state().xfer().check_thread();
+  return state().xfer().headers();
+}
+const std::string& stream::url() const {
+  state().xfer().check_thread();
+  return state().url();
+}
 const stream& stream::raise_for_status() const {
   if (status() >= 400) throw status_error(status(), url());
   return *this;

@@ -97,8 +97,21 @@ struct resolved {
 resolved resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive) {
   resolved r;
   std::string h(host);
-  // "[::1]", as addresses are written with a port (and as address() and peer() write them), is "::1".
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.find('\0') != std::string::npos) {
+    throw error("resolve " + address + ": the host contains a NUL byte", address, 0);
+  }
+  // "[::1]", as addresses are written with a port (and as address() and peer() write them), is "::1"; brackets
+  // are for IPv6 addresses only.
+  if (!h.empty() && h.front() == '[') {
+    in6_addr probe{};
+    if (h.size() < 2 || h.back() != ']' || ::inet_pton(AF_INET6, h.substr(1, h.size() - 2).c_str(), &probe) != 1) {
+      throw error("resolve " + address +
+                      ": brackets are for IPv6 addresses (\"[::1]\"); write names and IPv4 "
+                      "addresses without them",
+                  address, EINVAL);
+    }
+    h = h.substr(1, h.size() - 2);
+  }
   if (h.empty() || h == "*") h = "0.0.0.0";
   if (h == "localhost") h = "127.0.0.1";
   auto* v4 = reinterpret_cast<sockaddr_in*>(&r.addr);
@@ -117,8 +130,6 @@ resolved resolve(std::string_view host, std::uint16_t port, const std::string& a
     r.family = AF_INET6;
     return r;
   }
-  if (h.find('\0') != std::string::npos)
-    throw error("resolve " + address + ": the host contains a NUL byte", address, 0);
   // The first address getaddrinfo gives (others are not tried); or its reason for giving none.
   auto found = run_in_thread([h, port, passive]() -> std::pair<std::optional<resolved>, std::string> {
     addrinfo hints{};

@@ -37,7 +37,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -53,6 +52,7 @@
 #include <system_error>
 #include <vector>
 
+#include "command_line.hpp"
 #include "sample_http_server.hpp"
 #include "tendril/http.hpp"
 #include "tendril/io.hpp"
@@ -291,18 +291,6 @@ class display {
   int lines_ = 0;  // lines of bars currently on screen
 };
 
-// Why a request failed, for the person at the command line. The library's message ends with a hint for C++
-// programmers when it has one ("...; pass its CA in options::ca_file..."): this program has no such options.
-std::string reason(const http::error& e) {
-  std::string m = e.curl_message().empty() ? e.what() : e.curl_message();
-  const auto hint = m.rfind("; ");
-  if (hint == std::string::npos || m.find("options::", hint) == std::string::npos) return m;
-  m.resize(hint);
-  if (e.code() == 60 || e.code() == 77) m += "; the server's TLS certificate is not trusted";  // CURLE_PEER_...
-  if (e.code() == 47) m += "; more than 10 redirects: a redirect loop?";                       // CURLE_TOO_MANY_...
-  return m;
-}
-
 // Downloads one file; records the outcome in `j` and never throws (except task_cancelled: an interrupt).
 void fetch(job& j, http::session& session, display& out) {
   j.active = true;
@@ -331,7 +319,7 @@ void fetch(job& j, http::session& session, display& out) {
   } catch (const http::status_error& e) {
     j.error = "HTTP status " + std::to_string(e.status());
   } catch (const http::error& e) {
-    j.error = reason(e);
+    j.error = sample::failure_reason(e);
   } catch (const fs::filesystem_error& e) {
     j.error = "cannot save " + e.path1().string() + ": " + e.code().message();  // e.g. "Permission denied"
   } catch (const std::exception& e) {
@@ -545,24 +533,6 @@ std::string escaped(std::string_view s) {
 
 bool has_control_char(std::string_view s) { return escaped(s) != s; }
 
-// Strict number parsing: the whole string must be a number in [lo, hi]. std::from_chars takes no spaces, signs
-// or "0x" prefixes, and reports overflow instead of wrapping around (strtod/atoi would accept "5x", and a cast
-// of nan or 1e30 to an integer is undefined behaviour).
-std::optional<std::uint64_t> parse_integer(std::string_view v, std::uint64_t lo, std::uint64_t hi) {
-  std::uint64_t n = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || end != v.data() + v.size() || n < lo || n > hi) return std::nullopt;
-  return n;
-}
-
-std::optional<double> parse_seconds(std::string_view v, double lo, double hi) {
-  double d = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
-  // from_chars reads "nan" and "inf" too: !(d >= lo && d <= hi) rejects them along with the out-of-range values.
-  if (ec != std::errc() || end != v.data() + v.size() || !(d >= lo && d <= hi)) return std::nullopt;
-  return d;
-}
-
 struct settings {
   std::size_t parallel = 16;
   fs::path dir = "downloads";
@@ -612,7 +582,7 @@ settings parse(int argc, char** argv) {
     };
     if (a == "-j" || a == "--jobs") {
       std::string v = value();
-      auto n = parse_integer(v, 1, 10000);
+      auto n = sample::parse_number<std::uint64_t>(v, 1, 10000);
       if (!n) bad(v, "a whole number from 1 to 10000");
       s.parallel = static_cast<std::size_t>(*n);
     } else if (a == "-o" || a == "--output") {
@@ -627,12 +597,12 @@ settings parse(int argc, char** argv) {
       s.sync = true;
     } else if (a == "--retries") {
       std::string v = value();
-      auto n = parse_integer(v, 0, 10);
+      auto n = sample::parse_number<std::uint64_t>(v, 0, 10);
       if (!n) bad(v, "a whole number from 0 to 10");
       s.retries = static_cast<int>(*n);
     } else if (a == "--timeout") {
       std::string v = value();
-      s.timeout = parse_seconds(v, 0.001, 1e6);
+      s.timeout = sample::parse_number(v, 0.001, 1e6);
       if (!s.timeout) bad(v, "seconds, from 0.001 to 1000000");
     } else if (a == "-h" || a == "--help") {
       help();

@@ -26,7 +26,6 @@
 // With no URL it starts a small web server inside this program (sample_http_server.hpp) with six pages of
 // known sizes — the first one slowest — and crawls those, so the output is the same on every run.
 // Prints "URL LENGTH" per page (LENGTH in bytes), or "URL error: REASON"; exit status 1 if any page failed.
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "command_line.hpp"
 #include "sample_http_server.hpp"
 #include "tendril/http.hpp"
 #include "tendril/scheduler.hpp"
@@ -50,21 +50,6 @@ std::size_t fetch(http::session& session, const std::string& url) {
   http::response r = session.get(url);
   r.raise_for_status();  // a 404 page is an error here, as response.raise_for_status() in aiohttp
   return r.body.size();
-}
-
-// Why a page failed, in this program's terms. The library's message may end with a hint for C++ programmers
-// ("...; pass its CA in options::ca_file, or set options::verify_tls = false"): translate it to our options.
-std::string reason(const http::error& e) {
-  std::string m = e.curl_message().empty() ? e.what() : e.curl_message();
-  const auto hint = m.rfind("; ");
-  if (hint == std::string::npos || m.find("options::", hint) == std::string::npos) return m;
-  m.resize(hint);
-  if (e.code() == 60 || e.code() == 77) {  // CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CACERT_BADFILE
-    m += "; the server's TLS certificate is not trusted (for a test server, -k skips the check)";
-  } else if (e.code() == 47) {  // CURLE_TOO_MANY_REDIRECTS
-    m += "; more than 10 redirects: a redirect loop?";
-  }
-  return m;
 }
 
 // Crawls `urls` concurrently and prints the results in input order. Returns the number of failures.
@@ -99,7 +84,7 @@ int crawl(const std::vector<std::string>& urls, bool insecure, double timeout) {
     } catch (const http::status_error& e) {
       std::printf("%s error: HTTP status %ld\n", urls[i].c_str(), e.status());
     } catch (const http::error& e) {
-      std::printf("%s error: %s\n", urls[i].c_str(), reason(e).c_str());
+      std::printf("%s error: %s\n", urls[i].c_str(), sample::failure_reason(e, "-k").c_str());
     } catch (const std::exception& e) {
       std::printf("%s error: %s\n", urls[i].c_str(), e.what());
     }
@@ -143,12 +128,10 @@ int main(int argc, char** argv) {
       insecure = true;
     } else if (a == "--timeout") {
       if (i + 1 >= argc) usage("missing value after --timeout");
-      // The whole value must be a number of seconds: from_chars stops at "5x"; "nan" and "inf" fail the range.
-      std::string_view v = argv[++i];
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), timeout);
-      if (ec != std::errc() || end != v.data() + v.size() || !(timeout >= 0 && timeout <= 1e6)) {
-        usage("bad value for --timeout: \"" + std::string(v) + "\" (expected seconds, from 0 to 1000000)");
-      }
+      const std::string v = argv[++i];
+      const auto seconds = sample::parse_number(std::string_view(v), 0.0, 1e6);
+      if (!seconds) usage("bad value for --timeout: \"" + v + "\" (expected seconds, from 0 to 1000000)");
+      timeout = *seconds;
     } else if (a == "-h" || a == "--help") {
       std::printf(
           "fetch_many: fetches pages concurrently and prints each URL with its length, in input order\n%s"

@@ -423,7 +423,12 @@ inline void serve_connection(const std::shared_ptr<server_state>& st, tendril::n
         file.reset();
       } else {
         rep.status = 200;
-        s.write_all(response_head(200, content_type_for(*file), size, keep_alive, {}), write_timeout);
+        try {
+          s.write_all(response_head(200, content_type_for(*file), size, keep_alive, {}), write_timeout);
+        } catch (const tendril::net::error&) {
+          log(false);  // gone before the head was out: no body bytes sent
+          throw;
+        }
         if (!head_only) {
           std::vector<char> chunk(64 * 1024);
           while (sent < size && in) {

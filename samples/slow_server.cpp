@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +41,7 @@
 #include <string_view>
 #include <system_error>
 
+#include "command_line.hpp"
 #include "sample_http_server.hpp"
 #include "tendril/io.hpp"
 #include "tendril/scheduler.hpp"
@@ -58,15 +58,6 @@ constexpr const char* usage_line =
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr, "slow_server: %s\n%s", why.c_str(), usage_line);
   std::exit(2);
-}
-
-// Strict parsing: the whole string must be a number in [lo, hi] ("5000x", "nan", "inf" and overflow fail).
-template <class T>
-std::optional<T> parse_number(std::string_view v, T lo, T hi) {
-  T n{};
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || end != v.data() + v.size() || !(n >= lo && n <= hi)) return std::nullopt;
-  return n;
 }
 
 // Waits (suspending only this task) until fd has data, then reads it. Pipes and terminals go through the
@@ -96,14 +87,14 @@ int main(int argc, char** argv) {
     };
     if (a == "--port") {
       std::string v = value();
-      auto p = parse_number<int>(v, 0, 65535);
+      auto p = sample::parse_number<int>(v, 0, 65535);
       if (!p) usage("bad value for --port: \"" + v + "\" (expected 0 to 65535)");
       port = *p;
     } else if (a == "--dir") {
       dir = value();
     } else if (a == "--delay") {
       std::string v = value();
-      auto d = parse_number<double>(v, 0, 3600);
+      auto d = sample::parse_number<double>(v, 0, 3600);
       if (!d) usage("bad value for --delay: \"" + v + "\" (expected seconds, from 0 to 3600)");
       delay = *d;
     } else if (a == "--quiet") {
@@ -170,7 +161,7 @@ int main(int argc, char** argv) {
       config.log = [](const sample::request& r, int code, std::uint64_t bytes, tendril::duration took, bool complete) {
         std::printf("%s  %s %s -> %d, %llu bytes, %.2f s%s\n", r.peer.c_str(), r.method.c_str(), r.target.c_str(), code,
                     static_cast<unsigned long long>(bytes), std::chrono::duration<double>(took).count(),
-                    complete ? "" : " (client went away)");
+                    complete ? "" : " (cut short)");
       };
     }
     sample::http_server server(routes, config);

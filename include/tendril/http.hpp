@@ -220,7 +220,9 @@ class session_state;
 // A body being received: read(n) suspends the task until data arrives. At most ~1 MiB is buffered: when the
 // reader falls behind, the transfer is paused (backpressure), so memory stays bounded whatever the body size.
 // Destroying an unfinished stream aborts its transfer. The transfer runs on the event loop of the thread that
-// opened the stream: read it on that thread. A stream that outlives that thread (moved to another thread, or held
+// opened the stream: use it on that thread. On another thread, while that one lives, every member but the
+// destructor and assignment throws usage_error (destroying it there is not checked: don't). A stream that outlives
+// that thread (moved to another thread, or held
 // in a static destroyed after main() returns) may still be destroyed; its transfer, if still running, was aborted
 // when the thread exited, and reads throw http::error (after the data that had arrived). Move-only; every member
 // but the destructor and assignment throws usage_error on a moved-from stream.
@@ -260,8 +262,8 @@ struct session_options {
   // At most this many in flight to one host (scheme://host:port); 0: no per-host limit.
   std::size_t max_per_host = 0;
   // Retries for idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) that fail to connect, time out, lose the
-  // connection, or get 502/503/504; waits retry_backoff, doubling each time up to retry_backoff_max (urllib3's
-  // backoff_max). 0: no retries.
+  // connection, or get 502/503/504; waits retry_backoff, doubling each time up to retry_backoff_max (0: retry at
+  // once; negative: usage_error when the session is made). 0 retries: none.
   int retries = 0;
   duration retry_backoff = std::chrono::milliseconds(200);
   duration retry_backoff_max = std::chrono::seconds(30);

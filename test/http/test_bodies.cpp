@@ -397,6 +397,9 @@ TEST_CASE("reading a stream on another thread while the thread that opened it li
       error = "read_into was allowed";
     } catch (const tendril::usage_error&) {
     }
+    CHECK_THROWS_AS(st->status(), tendril::usage_error);
+    CHECK_THROWS_AS(st->headers(), tendril::usage_error);
+    CHECK_THROWS_AS(st->url(), tendril::usage_error);
   });
   reader.join();
   CHECK(contains(error, "a stream is read on the thread that opened it"));

@@ -477,7 +477,7 @@ TEST_CASE("replacing or destroying a socket another task waits on wakes it with 
       CHECK(std::string(buf, got) == "FROM-CONNECTION-2");  // nothing taken by the old reader
     }
     SUBCASE("a writer, when another socket is move-assigned") {
-      const std::string big(8 << 20, 'x');  // more than the socket buffers hold: pa never reads
+      const std::string big(64 << 20, 'x');  // more than the socket buffers hold: pa never reads
       auto writer = tendril::spawn([&] { a.write_all(big, generous(5s)); });
       tendril::sleep_for(50ms);
       REQUIRE_FALSE(writer.done());
@@ -586,7 +586,7 @@ TEST_CASE("read_exactly and write_all failures say how many bytes they moved") {
     // A writer whose peer never reads: the timeout says how much the kernel took.
     auto w = tcp_stream::connect("127.0.0.1", l.port(), 5s);
     auto silent = l.accept(5s);
-    const std::string big(8 << 20, 'x');
+    const std::string big(64 << 20, 'x');  // more than the socket buffers hold
     try {
       w.write_all(big, 300ms);
       FAIL("write_all returned");

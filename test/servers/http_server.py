@@ -58,6 +58,9 @@ GET  /huge-length/<n>           200 with Content-Length 2^64 (too large for
                                 any client to hold), n pattern bytes, then
                                 the connection is shut down and closed: a
                                 body that cannot be complete.
+GET  /huge-length-chunked/<n>   the same Content-Length, but also
+                                Transfer-Encoding: chunked, which frames
+                                the n pattern bytes instead: complete.
 GET  /stall                     200 with Content-Length 1000000, 10 pattern
                                 bytes, then nothing for 60 s, then close.
 GET  /slow/<n>[?chunk=<b>&interval=<s>]
@@ -350,6 +353,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._start(200, n, "application/octet-stream")
                 self._write_pattern(0, n // 2)
                 self._drop_connection()
+            elif head == "huge-length-chunked" and arg is not None:
+                n = int(arg)
+                self._start(200, 2**64, "application/octet-stream", extra={"Transfer-Encoding": "chunked"})
+                body = bytes((i * 7 + 3) % 256 for i in range(n))
+                self._write(b"%x\r\n" % n + body + b"\r\n0\r\n\r\n")
             elif head == "huge-length" and arg is not None:
                 n = int(arg)
                 self._start(200, 2**64, "application/octet-stream")
