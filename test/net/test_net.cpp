@@ -544,6 +544,29 @@ TEST_CASE("an IPv6 address may be written bracketed, as address() and peer() wri
   });
 }
 
+TEST_CASE("a host with a NUL byte, or brackets around anything but an IPv6 address, is a net::error") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    for (std::string_view host : {std::string_view("[]"), std::string_view("[127.0.0.1]"), std::string_view("[::1")}) {
+      INFO("host: " << host);
+      try {
+        tcp_stream::connect(host, l.port(), 5s);
+        FAIL("connected");
+      } catch (const tendril::net::error& e) {
+        CHECK(contains(e.what(), "brackets are for IPv6 addresses"));
+      }
+    }
+    // The old code connected to 127.0.0.1: the address parser stops at the NUL.
+    const std::string_view with_nul("127.0.0.1\0evil", 14);
+    try {
+      tcp_stream::connect(with_nul, l.port(), 5s);
+      FAIL("connected");
+    } catch (const tendril::net::error& e) {
+      CHECK(contains(e.what(), "NUL byte"));
+    }
+  });
+}
+
 TEST_CASE("read(buf, 0) returns 0 at once, as recv(0) does; read_exactly(buf, 0) on a closed stream throws") {
   tendril::run([] {
     auto l = tcp_listener::bind("127.0.0.1", 0);
