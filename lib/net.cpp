@@ -64,7 +64,9 @@ std::optional<duration> remaining(std::optional<time_point> deadline) {
 // take): hence the copy of the address, and the caller's loop goes no further.
 void await(int fd, bool readable, std::optional<time_point> deadline, const char* op, const char* what,
            const std::string& address) {
-  const std::string addr = address;  // only on the way to a wait, which costs system calls anyway
+  // A copy (the object, and `address` with it, may be gone when the wait ends); only on the way to a wait, which
+  // costs system calls anyway.
+  const std::string addr = address;  // NOLINT(performance-unnecessary-copy-initialization)
   switch (detail::wait_fd(fd, readable, remaining(deadline))) {
     case detail::fd_wait::ready:
       return;
