@@ -168,19 +168,25 @@ std::string describe(const sockaddr_storage& a) {
   return join(buf, ntohs(v4->sin_port));
 }
 
+// Takes the fd out of an object another task may be waiting on: wakes those waits as a close does (they hold the
+// object, not the socket), so that none of them touches the object later, moved-from or gone.
+int take_fd(int& fd) noexcept {
+  if (fd >= 0) detail::forget_fd(fd);
+  return std::exchange(fd, -1);
+}
+
 }  // namespace
 
 // ---- tcp_stream ------------------------------------------------------------------------------------------------
 
 tcp_stream::tcp_stream(int fd, std::string peer) : fd_(fd), peer_(std::move(peer)) { set_nonblocking(fd_); }
 
-tcp_stream::tcp_stream(tcp_stream&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), peer_(std::move(other.peer_)) {}
+tcp_stream::tcp_stream(tcp_stream&& other) noexcept : fd_(take_fd(other.fd_)), peer_(std::move(other.peer_)) {}
 
 tcp_stream& tcp_stream::operator=(tcp_stream&& other) noexcept {
   if (this != &other) {
     close();
-    fd_ = std::exchange(other.fd_, -1);
+    fd_ = take_fd(other.fd_);
     peer_ = std::move(other.peer_);
   }
   return *this;
@@ -277,12 +283,12 @@ void tcp_stream::close() noexcept {
 // ---- tcp_listener ----------------------------------------------------------------------------------------------
 
 tcp_listener::tcp_listener(tcp_listener&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), port_(std::exchange(other.port_, 0)), address_(std::move(other.address_)) {}
+    : fd_(take_fd(other.fd_)), port_(std::exchange(other.port_, 0)), address_(std::move(other.address_)) {}
 
 tcp_listener& tcp_listener::operator=(tcp_listener&& other) noexcept {
   if (this != &other) {
     close();
-    fd_ = std::exchange(other.fd_, -1);
+    fd_ = take_fd(other.fd_);
     port_ = std::exchange(other.port_, 0);
     address_ = std::move(other.address_);
   }

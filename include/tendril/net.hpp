@@ -16,10 +16,9 @@
 // makes read() return 0 (end of stream), read_exactly() throw net::error, and write_all() throw net::error.
 // Cancellation points (task_cancelled; a tendril::timeout scope throws tendril::timeout_error). At most one task
 // waits to read (or accept) and one to write on a socket at a time: a second one gets tendril::usage_error.
-// close() (or destroying the object, or move-assigning another socket to it) wakes the tasks of its thread
-// waiting on it with net::error "... was closed while waiting"; they never touch the object again. Moving a socket
-// out of an object (by construction or assignment) while a task waits on it is not supported: the waiter keeps
-// using the object. transferred() counts only for a net::error: a cancellation or a tendril::timeout scope ending
+// close() (or destroying the object, move-assigning another socket to it, or moving its socket out to another
+// object) wakes the tasks of its thread waiting on it with net::error "... was closed while waiting"; they never
+// touch the object again. transferred() counts only for a net::error: a cancellation or a tendril::timeout scope ending
 // a read_exactly()/write_all() says nothing of the bytes it moved.
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once

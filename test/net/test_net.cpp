@@ -496,6 +496,27 @@ TEST_CASE("replacing or destroying a socket another task waits on wakes it with 
       char buf[16];
       CHECK(pb.read(buf, sizeof buf, generous(5s)) == 0);
     }
+    SUBCASE("a reader, when the socket is moved out to another object") {
+      std::vector<tcp_stream> holder;
+      holder.push_back(std::move(a));
+      auto reader = tendril::spawn([&] {
+        char buf[16];
+        holder[0].read(buf, sizeof buf);  // no timeout: only the move ends it
+      });
+      tendril::sleep_for(20ms);
+      REQUIRE_FALSE(reader.done());
+      tcp_stream moved(std::move(holder[0]));
+      holder.clear();  // the object the reader waited on is gone: it must not be touched again
+      if (!reader.wait_for(generous(5s))) {
+        reader.cancel();
+        reader.join();
+      }
+      CHECK_FALSE(reader.cancelled());
+      CHECK_THROWS_AS(reader.get(), tendril::net::error);
+      pa.write_all("x");  // the socket itself is fine, in its new object
+      char buf[1];
+      CHECK(moved.read(buf, 1, generous(5s)) == 1);
+    }
     SUBCASE("a reader, when the object is destroyed") {
       auto owned = std::make_unique<tcp_stream>(std::move(a));
       auto reader = tendril::spawn([&] {
