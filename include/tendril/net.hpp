@@ -104,7 +104,9 @@ class TENDRIL_API tcp_listener {
   tcp_listener& operator=(tcp_listener&& other) noexcept;
   ~tcp_listener();
 
-  // Waits for the next connection.
+  // Waits for the next connection. Out of file descriptors (net::error EMFILE/ENFILE), the pending connection
+  // stays queued and the listener stays readable: a loop that retries at once spins; wait a little first (asyncio
+  // pauses accepting for a second).
   tcp_stream accept(std::optional<duration> timeout = std::nullopt);
   std::uint16_t port() const noexcept { return port_; }
   const std::string& address() const noexcept { return address_; }
