@@ -827,10 +827,10 @@ void transfer::check_thread() const {
   // detached first: a thread started after the home thread exited may get the old driver's address.
   if (impl_->detached.load(std::memory_order_acquire) || impl_->home == tl_driver) return;
   throw usage_error(
-      "a stream is read on the thread that opened it, while that thread lives: its transfer runs on that thread's "
-      "event loop, which fills the stream's buffer (reading it from another thread would race with the loop, or "
-      "wait forever on a thread blocked elsewhere); read it there, or hand it over only once that thread has "
-      "exited");
+      "a stream is used on the thread that opened it, while that thread lives: its transfer runs on that thread's "
+      "event loop, which fills the stream's buffer and headers (using it from another thread would race with the "
+      "loop, or wait forever on a thread blocked elsewhere); use it there, or hand it over only once that thread "
+      "has exited");
 }
 
 bool transfer::finished() const noexcept { return impl_->finished; }

@@ -402,7 +402,7 @@ TEST_CASE("reading a stream on another thread while the thread that opened it li
     CHECK_THROWS_AS(st->url(), tendril::usage_error);
   });
   reader.join();
-  CHECK(contains(error, "a stream is read on the thread that opened it"));
+  CHECK(contains(error, "a stream is used on the thread that opened it"));
   // Nothing was consumed or broken: the opening thread reads the whole body.
   CHECK(st->read_all() == expected_bytes(300000));
 }
