@@ -49,9 +49,10 @@ class reactor {
   int event_fd_ = -1;
 };
 
-// Called just before `fd` is closed by tendril (tcp_stream::close(), tcp_listener::close()): stops watching it
-// and wakes, as if the fd were ready, the tasks of this thread that wait_readable()/wait_writable() on it, so
-// they do not wait forever on an fd epoll has dropped, and the fd number can be reused at once. (io.cpp)
+// Called just before `fd` is closed by tendril (tcp_stream::close(), tcp_listener::close()), or moved out of the
+// object its waiters hold: stops watching it and wakes the tasks of this thread that wait on it (their wait_fd()
+// returns fd_wait::closed), so they do not wait forever on an fd epoll has dropped, nor touch an object that no
+// longer holds it, and the fd number can be reused at once. (io.cpp)
 void forget_fd(int fd) noexcept;
 
 // How a wait on an fd ended: it became ready, the timeout passed, or forget_fd() was called for it meanwhile (its
