@@ -408,18 +408,23 @@ class session_state {
 
   // Runs `attempt` with the session's retry policy (idempotent methods only).
   template <class F>
-  auto with_retries(std::string_view method, F attempt) {
+  auto with_retries(std::string_view method, std::string_view url, F attempt) {
     const int retries = is_idempotent(method) ? settings.retries : 0;
     duration backoff = settings.retry_backoff;
     for (int i = 0;; ++i) {
+      std::string reason;
       try {
         return attempt(i < retries);
       } catch (const status_error& e) {
         if (i >= retries || !is_retryable_status(e.status())) throw;
+        reason = "HTTP status " + std::to_string(e.status());
       } catch (const error& e) {
         if (i >= retries || !is_transient(e.code())) throw;
+        reason = e.what();
       }
-      sleep_for(std::min(backoff, settings.retry_backoff_max));
+      const duration wait = std::min(backoff, settings.retry_backoff_max);
+      if (settings.on_retry) settings.on_retry(retry_event{method, url, i + 1, retries, wait, std::move(reason)});
+      sleep_for(wait);
       backoff = backoff > settings.retry_backoff_max / 2 ? settings.retry_backoff_max : backoff * 2;
     }
   }
@@ -767,7 +772,7 @@ std::shared_ptr<detail::session_state> begin_call(const std::shared_ptr<detail::
 
 response session::request(std::string_view method, std::string_view url, std::string body, const options& o) {
   const std::shared_ptr<detail::session_state> st = begin_call(state_, o, url);
-  return st->with_retries(method,
+  return st->with_retries(method, url,
                           [&](bool may_retry) { return detail::perform(*st, method, url, body, o, may_retry); });
 }
 
@@ -780,7 +785,7 @@ response session::post(std::string_view url, std::string body, const options& o)
 download_result session::download(std::string_view url, const std::filesystem::path& to, const options& o) {
   const std::shared_ptr<detail::session_state> st = begin_call(state_, o, url);
   detail::check_destination(to);
-  return st->with_retries("GET", [&](bool) {
+  return st->with_retries("GET", url, [&](bool) {
     detail::session_state::slot slot(*st, url);
     detail::temp_file file(to);
     detail::file_sink sink(file.fd());

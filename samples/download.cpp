@@ -7,7 +7,8 @@
 //   -i FILE       read more URLs from FILE, one per line ('#' starts a comment; '-' is standard input)
 //   --sync        one after another instead (the baseline to compare with)
 //   --retries N   retry a download that fails to connect, times out, or gets 502/503/504, N times (default 2);
-//                 the session waits 0.2 s before the first retry and doubles the wait each time (up to 30 s)
+//                 the session waits 0.2 s before the first retry and doubles the wait each time (up to 30 s);
+//                 each retry prints a line first ("retry 1 of 2 in 0.2 s: REASON")
 //   --timeout S   time limit of each attempt, in seconds (default: no limit); a retry gets S again
 //
 // With no URL at all it runs a demo: it starts a small HTTP server inside this very process (sample_http_server.hpp,
@@ -634,6 +635,12 @@ int real_main(const settings& s, display& out) {
   http::session_options so;
   so.max_connections = s.parallel;
   so.retries = s.retries;
+  so.on_retry = [&out](const http::retry_event& e) {  // as curl's "Will retry in N seconds" warning
+    char wait[32];
+    std::snprintf(wait, sizeof wait, "%.1f", std::chrono::duration<double>(e.wait).count());
+    out.say("retry " + std::to_string(e.retry) + " of " + std::to_string(e.retries) + " in " + wait +
+            " s: " + e.reason);
+  };
   if (s.timeout) {
     so.defaults.timeout = std::chrono::duration_cast<tendril::duration>(std::chrono::duration<double>(*s.timeout));
   }

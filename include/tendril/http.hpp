@@ -254,6 +254,16 @@ class TENDRIL_API stream {
   std::unique_ptr<detail::stream_state> state_;
 };
 
+// What session_options::on_retry hears before each retry.
+struct retry_event {
+  std::string_view method;
+  std::string_view url;
+  int retry = 0;       // 1 for the first retry
+  int retries = 0;     // the most there will be (session_options::retries)
+  duration wait{};     // how long the session waits before this retry
+  std::string reason;  // why the attempt before failed: the error's what(), or "HTTP status 503"
+};
+
 struct session_options {
   // Headers sent with every request of the session (a request's own header of the same name replaces one).
   std::vector<std::pair<std::string, std::string>> headers;
@@ -267,6 +277,9 @@ struct session_options {
   int retries = 0;
   duration retry_backoff = std::chrono::milliseconds(200);
   duration retry_backoff_max = std::chrono::seconds(30);
+  // Called in the requesting task before each retry's wait (what curl's "Will retry in N seconds" warning and
+  // urllib3's retry log tell). An exception from it ends the request with that exception.
+  std::function<void(const retry_event&)> on_retry;
   // Defaults for every request's options (timeouts, TLS, proxy...). Per-request headers are added to these.
   options defaults;
 };

@@ -182,6 +182,37 @@ TEST_CASE("retries: idempotent requests are retried with backoff, POST is not") 
     negative.retry_backoff_max = -1ms;
     CHECK_THROWS_AS(http::session{negative}, tendril::usage_error);
   }
+  SUBCASE("on_retry hears each retry before its wait, and may end the request") {
+    http::session_options told = so;
+    std::vector<std::tuple<int, int, tendril::duration, std::string>> events;
+    told.on_retry = [&](const http::retry_event& e) {
+      CHECK(e.method == "GET");
+      events.emplace_back(e.retry, e.retries, e.wait, std::string(e.reason) + " @ " + std::string(e.url));
+    };
+    http::session s2(told);
+    const std::string u = "http://127.0.0.1:" + std::to_string(refused_port()) + "/x";
+    CHECK_THROWS_AS(s2.get(u), http::error);
+    REQUIRE(events.size() == 2);
+    CHECK(std::get<0>(events[0]) == 1);
+    CHECK(std::get<0>(events[1]) == 2);
+    CHECK(std::get<1>(events[0]) == 2);
+    CHECK(std::get<2>(events[0]) == 100ms);
+    CHECK(std::get<2>(events[1]) == 200ms);
+    INFO("reason: " << std::get<3>(events[0]));
+    CHECK(contains(std::get<3>(events[0]), "is the server running"));  // the error's what(), with its hint
+    CHECK(contains(std::get<3>(events[0]), "@ " + u));
+    events.clear();
+    CHECK(s2.get(url("/status/503")).status == 503);
+    REQUIRE(events.size() == 2);
+    CHECK(std::get<3>(events[0]) == "HTTP status 503 @ " + url("/status/503"));
+    // A callback that throws ends the request at once, with its exception.
+    http::session_options stop = so;
+    stop.on_retry = [](const http::retry_event&) { throw std::runtime_error("no more"); };
+    http::session s3(stop);
+    const auto before = stats();
+    CHECK_THROWS_WITH_AS(s3.get(url("/status/503")), "no more", std::runtime_error);
+    CHECK(stats().requests - before.requests == 1 + 1);  // one attempt (and the stats request)
+  }
   SUBCASE("a 503: 3 requests reach the server, the last response is returned") {
     const auto before = stats();
     stopwatch sw;
