@@ -254,7 +254,8 @@ class TENDRIL_API stream {
   std::unique_ptr<detail::stream_state> state_;
 };
 
-// What session_options::on_retry hears before each retry.
+// What session_options::on_retry hears before each retry (method and url point into the request: valid during
+// the call only).
 struct retry_event {
   std::string_view method;
   std::string_view url;
