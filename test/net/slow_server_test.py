@@ -17,24 +17,8 @@ import sys
 import tempfile
 import time
 
-failures = []
-
-
-def check(cond, what):
-    print(('ok    ' if cond else 'FAIL  ') + what)
-    if not cond:
-        failures.append(what)
-
-
-def start(server, args):
-    p = subprocess.Popen([server, '--port', '0', *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    m = re.fullmatch(r'listening on http://127\.0\.0\.1:(\d+)\n', line)
-    if not m:
-        p.kill()
-        sys.exit(f'FAIL: unexpected first line {line!r}; stderr: {p.stderr.read()}')
-    return p, int(m.group(1))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'support'))
+from sample_checks import check, failures, start_slow_server  # noqa: E402
 
 
 def curl(*args, timeout=30):
@@ -68,7 +52,7 @@ def main():
         with open(os.path.join(d, 'secret.txt'), 'w') as f:
             f.write('outside the served directory\n')
 
-        p, port = start(server, ['--dir', root, '--until-stdin-eof'])
+        p, port = start_slow_server(server, ['--dir', root, '--until-stdin-eof'])
         base = f'http://127.0.0.1:{port}'
         try:
             # 50 concurrent requests to the 2-second endpoint, all in flight at once.
@@ -133,7 +117,7 @@ def main():
               'server narrates its stop')
 
         # SIGTERM while a request is in its 2-second sleep: the server stops at once and cleanly.
-        p, port = start(server, ['--quiet'])
+        p, port = start_slow_server(server, ['--quiet'])
         c = subprocess.Popen(['curl', '-s', f'http://127.0.0.1:{port}/index'], stdout=subprocess.PIPE)
         time.sleep(0.5)
         t0 = time.monotonic()

@@ -16,13 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
-failures = []
-
-
-def check(cond, what):
-    print(('ok    ' if cond else 'FAIL  ') + what)
-    if not cond:
-        failures.append(what)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'support'))
+from sample_checks import check, closed_port, failures, start_slow_server  # noqa: E402
 
 
 def run(cmd, **kw):
@@ -44,26 +39,6 @@ def shows_help(prog):
     name = os.path.basename(prog)
     check(p.returncode == 0 and f'usage: {name}' in p.stdout and p.stderr == '',
           f'{name} --help: usage on stdout, exit 0 ({p.returncode})')
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start_server(prog, args):
-    """Starts slow_server on a free port with --until-stdin-eof; returns (process, port)."""
-    p = subprocess.Popen([prog, '--port', '0', '--until-stdin-eof', *args], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    m = re.fullmatch(r'listening on http://127\.0\.0\.1:(\d+)\n', line)
-    if not m:
-        p.kill()
-        sys.exit(f'FAIL: slow_server printed {line!r}; stderr: {p.stderr.read()}')
-    return p, int(m.group(1))
 
 
 def check_download(prog, tmp):
@@ -99,7 +74,7 @@ def check_fetch_many(prog, slow_server):
     if not slow_server:
         return
     # A page that takes 30 s: --timeout 0.5 gives up on it.
-    server, port = start_server(slow_server, ['--quiet', '--delay', '30'])
+    server, port = start_slow_server(slow_server, ['--until-stdin-eof', '--quiet', '--delay', '30'])
     try:
         t0 = time.monotonic()
         p = run([prog, '--timeout', '0.5', f'http://127.0.0.1:{port}/index'])
@@ -135,7 +110,7 @@ def check_slow_server(prog, tmp):
     with open(os.path.join(public, 'secret.txt'), 'w') as f:
         f.write('unreadable\n')
     os.chmod(os.path.join(public, 'secret.txt'), 0)
-    server, port = start_server(prog, ['--dir', public])
+    server, port = start_slow_server(prog, ['--until-stdin-eof', '--dir', public])
     if os.geteuid() != 0:  # root reads it anyway
         try:
             status = urllib.request.urlopen(f'http://127.0.0.1:{port}/secret.txt', timeout=10).status
