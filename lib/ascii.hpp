@@ -1,7 +1,9 @@
-// lib/ascii.hpp — ASCII case for HTTP header names (tokens), which a locale must not change, and header blanks.
+// lib/ascii.hpp — ASCII text rules: case for HTTP header names (tokens), which a locale must not change, header
+// blanks, and user text shown in an error message.
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace tendril::detail {
@@ -22,6 +24,24 @@ inline std::string_view trim_blanks(std::string_view v) noexcept {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
   return v;
+}
+
+// `s` for an error message: NUL, CR and LF shown as escapes (a NUL would end what() early, a line end would
+// split the message).
+inline std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\0') {
+      out += "\\0";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace tendril::detail

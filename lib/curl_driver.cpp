@@ -680,23 +680,6 @@ struct transfer_impl {
 
 namespace {
 
-// `s` for a message: NUL, CR and LF shown as escapes (a NUL would end what() early).
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '\0') {
-      out += "\\0";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 // An RFC 9110 token (a method or a header name): one or more of ALPHA, DIGIT and !#$%&'*+-.^_`|~.
 bool is_token(std::string_view s) noexcept {
   if (s.empty()) return false;

@@ -479,7 +479,6 @@ class stream_state final : public tendril::detail::body_sink {
   }
 
   std::string read(std::size_t n) {
-    transfer_.check_thread();
     while (buffered() == 0 && !transfer_.finished()) {
       transfer_.unpause();
       if (buffered() == 0 && !transfer_.finished()) transfer_.wait();
@@ -502,7 +501,6 @@ class stream_state final : public tendril::detail::body_sink {
   }
 
   std::size_t read_into(std::span<char> into) {
-    transfer_.check_thread();
     if (into.empty()) return 0;
     for (;;) {
       if (buffered() > 0) return take_into(into);
@@ -816,13 +814,15 @@ stream::stream(stream&&) noexcept = default;
 stream& stream::operator=(stream&&) noexcept = default;
 stream::~stream() = default;
 
-// The state of a stream that has not been moved from: using a moved-from stream is a usage_error (it was a null
-// dereference).
+// The state of a stream that has not been moved from, on a thread that may use it: using a moved-from stream is a
+// usage_error (it was a null dereference), and so is using it on another thread while the one that opened it lives.
+// Every member but the destructor and assignment comes through here.
 detail::stream_state& stream::state() const {
   if (!state_) {
     throw usage_error(
         "tendril::http::stream: this stream was moved from (its transfer belongs to the stream it was moved to)");
   }
+  state_->xfer().check_thread();
   return *state_;
 }
 
@@ -835,18 +835,9 @@ std::string stream::read_all() {
   return all;
 }
 
-long stream::status() const {
-  state().xfer().check_thread();
-  return state().xfer().status();
-}
-const headers_map& stream::headers() const {
-  state().xfer().check_thread();
-  return state().xfer().headers();
-}
-const std::string& stream::url() const {
-  state().xfer().check_thread();
-  return state().url();
-}
+long stream::status() const { return state().xfer().status(); }
+const headers_map& stream::headers() const { return state().xfer().headers(); }
+const std::string& stream::url() const { return state().url(); }
 const stream& stream::raise_for_status() const {
   if (status() >= 400) throw status_error(status(), url());
   return *this;

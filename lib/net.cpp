@@ -14,6 +14,7 @@
 #include <cstring>
 #include <utility>
 
+#include "ascii.hpp"
 #include "reactor.hpp"
 #include "tendril/executor.hpp"
 #include "tendril/io.hpp"
@@ -100,8 +101,7 @@ resolved resolve(std::string_view host, std::uint16_t port, const std::string& a
   resolved r;
   std::string h(host);
   if (h.find('\0') != std::string::npos) {
-    std::string shown;  // what() is read up to its first NUL: show it as \0
-    for (char c : address) shown += c == '\0' ? std::string("\\0") : std::string(1, c);
+    const std::string shown = detail::printable(address);
     throw error("resolve " + shown + ": the host contains a NUL byte", shown, EINVAL);
   }
   // "[::1]", as addresses are written with a port (and as address() and peer() write them), is "::1"; brackets

@@ -250,7 +250,8 @@ class TENDRIL_API stream {
  private:
   friend class session;
   explicit stream(std::unique_ptr<detail::stream_state> s);
-  detail::stream_state& state() const;  // throws usage_error for a moved-from stream
+  // Throws usage_error for a moved-from stream, or on another thread while the opening one lives.
+  detail::stream_state& state() const;
   std::unique_ptr<detail::stream_state> state_;
 };
 

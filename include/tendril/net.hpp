@@ -1,25 +1,32 @@
-// tendril/net.hpp — TCP sockets whose blocking calls suspend only the calling task.
+// tendril/net.hpp — TCP sockets whose blocking calls suspend only the calling task (asyncio's open_connection and
+// start_server, gevent's socket).
 //
-//   auto listener = tendril::net::tcp_listener::bind("127.0.0.1", 0);     // port 0: any free port
+//   auto listener = tendril::net::tcp_listener::bind("127.0.0.1", 0);  // port 0: any free port
 //   tendril::spawn([&] {
 //     for (;;) {
 //       auto client = std::make_shared<tendril::net::tcp_stream>(listener.accept());
-//       tendril::spawn([client] { char buf[4096]; while (auto n = client->read(buf, sizeof buf)) client->write_all(buf,
-//       n); });
+//       tendril::spawn([client] {  // echo
+//         char buf[4096];
+//         while (std::size_t n = client->read(buf, sizeof buf)) client->write_all(buf, n);
+//       });
 //     }
 //   });
 //   auto s = tendril::net::tcp_stream::connect("127.0.0.1", listener.port(), 2s);
 //   s.write_all("ping");
+//   char reply[4];
+//   s.read_exactly(reply, 4, 2s);
 //
-// Every blocking member takes an optional timeout and throws net::timeout_error when it passes; a socket failure
-// is a net::error naming the address ("connect to 127.0.0.1:8080: Connection refused"). A peer that disconnects
-// makes read() return 0 (end of stream), read_exactly() throw net::error, and write_all() throw net::error.
-// Cancellation points (task_cancelled; a tendril::timeout scope throws tendril::timeout_error). At most one task
-// waits to read (or accept) and one to write on a socket at a time: a second one gets tendril::usage_error.
-// close() (or destroying the object, move-assigning another socket to it, or moving its socket out to another
-// object) wakes the tasks of its thread waiting on it with net::error "... was closed while waiting"; they never
-// touch the object again. transferred() counts only for a net::error: a cancellation or a tendril::timeout scope ending
-// a read_exactly()/write_all() says nothing of the bytes it moved.
+// Errors:
+// - A socket failure is a net::error naming the address ("connect to 127.0.0.1:8080: Connection refused");
+//   code() is the errno value. A timeout argument that passes throws net::timeout_error (a net::error).
+// - A peer that disconnects makes read() return 0 (end of stream), and read_exactly() and write_all() throw.
+//   Their net::error says how many bytes they moved first (transferred()), so a timed-out read_exactly() can go on.
+// - Not net::errors: every blocking call is a cancellation point (task_cancelled) and obeys tendril::timeout
+//   scopes (tendril::timeout_error); these say nothing of the bytes moved. A second task waiting to read (or
+//   accept), or to write, on the same socket gets tendril::usage_error.
+// Closing: close(), destroying the object, move-assigning another socket to it, or moving its socket out to
+// another object wakes the tasks of its thread waiting on it with net::error "... was closed while waiting"; they
+// never touch the object again. (A close from another thread does not wake them.)
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../support/test_server.hpp"
+#include "../support/text.hpp"
 #include "../support/timing.hpp"
 #include "tendril/http.hpp"
 #include "tendril/scheduler.hpp"
@@ -27,6 +28,7 @@ namespace http_test {
 
 using namespace std::chrono_literals;
 using tendril_test::clock;
+using tendril_test::contains;
 using tendril_test::generous;
 using tendril_test::slack;
 using tendril_test::stopwatch;
@@ -43,10 +45,6 @@ inline tendril_test::http_test_server& server() {
   return s;
 }
 inline std::string url(const std::string& path) { return server().url(path); }
-
-inline bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
 
 // A TCP port on 127.0.0.1 with no listener: bound to port 0, read back, closed.
 inline int refused_port() {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../support/text.hpp"
 #include "../support/timing.hpp"
 #include "tendril/net.hpp"
 
@@ -16,6 +17,7 @@ namespace net_test {
 
 using namespace std::chrono_literals;
 using tendril_test::clock;
+using tendril_test::contains;
 using tendril_test::generous;
 using tendril_test::slack;
 using tendril_test::stopwatch;

@@ -26,8 +26,6 @@ using tendril::net::tcp_stream;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 // Accepts one connection per call in a task and echoes everything back until the peer closes.
 tendril::task<void> echo_server(tcp_listener& l, int connections = 1) {
   return tendril::spawn([&l, connections] {
