@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "ascii.hpp"
 #include "reactor.hpp"
@@ -96,9 +97,20 @@ struct resolved {
   int family = AF_INET;
 };
 
-// Numeric addresses directly; names through getaddrinfo on the thread pool (it blocks).
-resolved resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive) {
+resolved numeric(const sockaddr* a, socklen_t len) {
   resolved r;
+  std::memcpy(&r.addr, a, len);
+  r.len = len;
+  r.family = a->sa_family;
+  return r;
+}
+
+// The addresses of host:port, in the order to try them: a numeric address as is; "localhost" as 127.0.0.1 and then
+// ::1 (as libcurl and the system's resolver see it; a listener binds the first only); other names through
+// getaddrinfo on the thread pool (it blocks), every address it gives, in its order. The wait for getaddrinfo ends at
+// `deadline`: net::timeout_error, naming `op` (the job runs on, its result dropped, as a cancelled wait's is).
+std::vector<resolved> resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive,
+                              const char* op, std::optional<time_point> deadline = std::nullopt) {
   std::string h(host);
   if (h.find('\0') != std::string::npos) {
     const std::string shown = detail::printable(address);
@@ -117,43 +129,46 @@ resolved resolve(std::string_view host, std::uint16_t port, const std::string& a
     h = h.substr(1, h.size() - 2);
   }
   if (h.empty() || h == "*") h = "0.0.0.0";
-  if (h == "localhost") h = "127.0.0.1";
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&r.addr);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&r.addr);
-  if (::inet_pton(AF_INET, h.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    r.len = sizeof(sockaddr_in);
-    r.family = AF_INET;
-    return r;
+  sockaddr_in v4{};
+  v4.sin_family = AF_INET;
+  v4.sin_port = htons(port);
+  sockaddr_in6 v6{};
+  v6.sin6_family = AF_INET6;
+  v6.sin6_port = htons(port);
+  if (h == "localhost") {
+    v4.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    v6.sin6_addr = in6addr_loopback;
+    return {numeric(reinterpret_cast<sockaddr*>(&v4), sizeof v4), numeric(reinterpret_cast<sockaddr*>(&v6), sizeof v6)};
   }
-  if (::inet_pton(AF_INET6, h.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    r.len = sizeof(sockaddr_in6);
-    r.family = AF_INET6;
-    return r;
+  if (::inet_pton(AF_INET, h.c_str(), &v4.sin_addr) == 1) return {numeric(reinterpret_cast<sockaddr*>(&v4), sizeof v4)};
+  if (::inet_pton(AF_INET6, h.c_str(), &v6.sin6_addr) == 1) {
+    return {numeric(reinterpret_cast<sockaddr*>(&v6), sizeof v6)};
   }
-  // The first address getaddrinfo gives (others are not tried); or its reason for giving none.
-  auto found = run_in_thread([h, port, passive]() -> std::pair<std::optional<resolved>, std::string> {
+  using lookup = std::pair<std::vector<resolved>, std::string>;  // the addresses, or why there are none
+  auto found = thread_pool::default_pool().submit([h, port, passive]() -> lookup {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = passive ? AI_PASSIVE : 0;
     addrinfo* res = nullptr;
-    std::string service = std::to_string(port);
+    const std::string service = std::to_string(port);
     const int rc = ::getaddrinfo(h.c_str(), service.c_str(), &hints, &res);
     if (rc != 0 || res == nullptr) {
-      return {std::nullopt, rc == EAI_SYSTEM ? std::strerror(errno) : rc != 0 ? ::gai_strerror(rc) : "no address"};
+      return {{}, rc == EAI_SYSTEM ? std::strerror(errno) : rc != 0 ? ::gai_strerror(rc) : "no address"};
     }
-    resolved out;
-    std::memcpy(&out.addr, res->ai_addr, res->ai_addrlen);
-    out.len = res->ai_addrlen;
-    out.family = res->ai_family;
+    lookup out;
+    for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+      if (a->ai_addrlen <= sizeof(sockaddr_storage)) out.first.push_back(numeric(a->ai_addr, a->ai_addrlen));
+    }
     ::freeaddrinfo(res);
-    return {out, {}};
+    if (out.first.empty()) out.second = "no address";
+    return out;
   });
-  if (!found.first) throw error("resolve " + address + ": " + found.second, address, 0);
-  return *found.first;
+  if (deadline && !found.wait_for(*remaining(deadline))) {
+    throw timeout_error(std::string(op) + " " + address + ": timed out resolving the name", address, ETIMEDOUT);
+  }
+  auto [addresses, reason] = found.get();
+  if (addresses.empty()) throw error("resolve " + address + ": " + reason, address, 0);
+  return addresses;
 }
 
 std::string describe(const sockaddr_storage& a) {
@@ -197,21 +212,34 @@ tcp_stream::~tcp_stream() { close(); }
 tcp_stream tcp_stream::connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout) {
   const std::string address = join(host, port);
   const auto deadline = detail::deadline_after(timeout);
-  resolved r = resolve(host, port, address, false);
-  int fd = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) fail("connect to", address, errno);
-  tcp_stream s(fd, address);
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) {
-    if (errno != EINPROGRESS) fail("connect to", address, errno);
-    await(fd, false, deadline, "connect to", "tcp_stream", address);
-    int err = 0;
-    socklen_t len = sizeof err;
-    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0) fail("connect to", address, err);
+  const std::vector<resolved> addresses = resolve(host, port, address, false, "connect to", deadline);
+  // Each address in turn until one accepts (socket.create_connection), all within `timeout`. The error of a
+  // failure names every address tried, with its reason, when there was more than one.
+  std::string tried;
+  int last_error = 0;
+  for (const resolved& r : addresses) {
+    int fd = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+      tcp_stream s(fd, address);
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&r.addr), r.len) != 0) {
+        err = errno;
+        if (err == EINPROGRESS) {
+          await(fd, false, deadline, "connect to", "tcp_stream", address);
+          socklen_t len = sizeof err;
+          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+      }
+      if (err == 0) return s;
+    }
+    last_error = err;
+    tried += (tried.empty() ? "" : "; ") + describe(r.addr) + ": " + std::strerror(err);
   }
-  return s;
+  if (addresses.size() == 1) fail("connect to", address, last_error);
+  throw error("connect to " + address + ": " + std::strerror(last_error) + " (tried " + tried + ")", address,
+              last_error);
 }
 
 std::size_t tcp_stream::read(void* buf, std::size_t n, std::optional<duration> timeout) {
@@ -299,13 +327,13 @@ tcp_listener::~tcp_listener() { close(); }
 
 tcp_listener tcp_listener::bind(std::string_view host, std::uint16_t port, int backlog) {
   std::string address = join(host, port);
-  resolved r = resolve(host, port, address, true);
+  const resolved r = resolve(host, port, address, true, "listen on").front();
   tcp_listener l;
   l.fd_ = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (l.fd_ < 0) fail("listen on", address, errno);
   int one = 1;
   ::setsockopt(l.fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(l.fd_, reinterpret_cast<sockaddr*>(&r.addr), r.len) != 0) fail("bind to", address, errno);
+  if (::bind(l.fd_, reinterpret_cast<const sockaddr*>(&r.addr), r.len) != 0) fail("bind to", address, errno);
   if (::listen(l.fd_, backlog) != 0) fail("listen on", address, errno);
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;

@@ -67,8 +67,10 @@ class TENDRIL_API timeout_error : public error {
 class TENDRIL_API tcp_stream {
  public:
   // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error. `host`: a
-  // name ("localhost" is 127.0.0.1), an IPv4 or IPv6 address, bracketed or not ("::1", "[::1]"). A name is resolved
-  // on the thread pool, outside `timeout`; the first address it resolves to is the one tried.
+  // name, an IPv4 or IPv6 address, bracketed or not ("::1", "[::1]"). A name is resolved on the thread pool, and
+  // every address it resolves to is tried in turn until one accepts ("localhost": 127.0.0.1, then ::1), as Python's
+  // socket.create_connection does; the error of a failure then names each address tried and its reason. `timeout`
+  // covers the whole call: resolving the name and every attempt.
   static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;
@@ -103,7 +105,8 @@ class TENDRIL_API tcp_stream {
 
 class TENDRIL_API tcp_listener {
  public:
-  // Binds and listens on host:port (port 0: a free port; see port()). SO_REUSEADDR is set.
+  // Binds and listens on host:port (port 0: a free port; see port()). SO_REUSEADDR is set. A name is bound on the
+  // first address it resolves to ("localhost": 127.0.0.1 only; "" or "*": every IPv4 address).
   static tcp_listener bind(std::string_view host, std::uint16_t port, int backlog = 4096);
 
   tcp_listener() = default;

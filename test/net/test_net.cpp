@@ -9,12 +9,14 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "net_helpers.hpp"
+#include "tendril/executor.hpp"
 #include "tendril/io.hpp"
 #include "tendril/net.hpp"
 #include "tendril/scheduler.hpp"
@@ -560,6 +562,89 @@ TEST_CASE("an IPv6 address may be written bracketed, as address() and peer() wri
     CHECK(s.peer() == l->address());
     auto l2 = tcp_listener::bind("[::1]", 0);
     CHECK(l2.address() == "[::1]:" + std::to_string(l2.port()));
+  });
+}
+
+TEST_CASE("connect tries every address of a name: \"localhost\" reaches a listener on 127.0.0.1 or on ::1") {
+  tendril::run([] {
+    auto v4 = tcp_listener::bind("127.0.0.1", 0);
+    auto s4 = tcp_stream::connect("localhost", v4.port(), 5s);
+    CHECK(v4.accept(generous(5s)).is_open());
+    auto looked_up = tcp_stream::connect("127.1", v4.port(), 5s);  // through getaddrinfo (see the timeout test)
+    CHECK(v4.accept(generous(5s)).is_open());
+    std::optional<tcp_listener> v6;
+    try {
+      v6.emplace(tcp_listener::bind("::1", 0));
+    } catch (const tendril::net::error& e) {
+      MESSAGE("no IPv6 loopback on this machine (", e.what(), "): the ::1 half is not checked");
+      return;
+    }
+    // Nothing listens on 127.0.0.1 at that port (ports are per family): the old code, which tried 127.0.0.1 only,
+    // said "Connection refused".
+    auto s6 = tcp_stream::connect("localhost", v6->port(), 5s);
+    auto accepted = v6->accept(generous(5s));
+    CHECK(accepted.peer().rfind("[::1]:", 0) == 0);
+    s6.write_all("6");
+    char c = 0;
+    accepted.read_exactly(&c, 1, generous(5s));
+    CHECK(c == '6');
+  });
+}
+
+TEST_CASE("a name whose every address refuses: the net::error names each address tried, with its reason") {
+  tendril::run([] {
+    const std::uint16_t port = closed_port();
+    const std::string p = std::to_string(port);
+    try {
+      tcp_stream::connect("localhost", port, 5s);
+      FAIL("connected to a closed port");
+    } catch (const tendril::net::error& e) {
+      const std::string what = e.what();
+      INFO(what);
+      CHECK(e.address() == "localhost:" + p);
+      CHECK(e.code() != 0);
+      CHECK(contains(what, "connect to localhost:" + p + ": "));
+      CHECK(contains(what, "(tried 127.0.0.1:" + p + ": Connection refused; [::1]:" + p + ": "));
+    }
+  });
+}
+
+TEST_CASE("connect's timeout covers resolving the name: a lookup stuck behind a busy thread pool times out") {
+  // Every worker of the default pool waits on `release`, so the lookup of the name waits in the queue behind
+  // them. The workers are let go at the end, or after 2 s should the lookup not time out (the old code waited for
+  // it). "127.1" is a name to tendril (not a dotted quad) that getaddrinfo reads as 127.0.0.1 without asking DNS:
+  // the dropped lookup, which runs once the workers are free, ends at once on a machine without a network too.
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  struct releaser {
+    std::promise<void>& p;
+    bool done = false;
+    void operator()() {
+      if (!std::exchange(done, true)) p.set_value();
+    }
+    ~releaser() { (*this)(); }
+  } let_go{release};
+  auto& pool = tendril::thread_pool::default_pool();
+  std::vector<tendril::future<void>> busy;
+  for (std::size_t i = 0; i < pool.size(); ++i) busy.push_back(pool.submit([released] { released.wait(); }));
+  tendril::run([&let_go] {
+    auto backstop = tendril::spawn([&let_go] {
+      tendril::sleep_for(2s);
+      let_go();
+    });
+    const std::uint16_t port = closed_port();
+    const stopwatch sw;
+    try {
+      tcp_stream::connect("127.1", port, 150ms);
+      FAIL("connected");
+    } catch (const tendril::net::timeout_error& e) {
+      CHECK(contains(e.what(), "connect to 127.1:" + std::to_string(port) + ": timed out resolving the name"));
+      CHECK(e.code() == ETIMEDOUT);
+    } catch (const tendril::net::error& e) {
+      FAIL("not a timeout: " << std::string(e.what()));
+    }
+    CHECK(sw.elapsed() >= 150ms);
+    backstop.cancel();
   });
 }
 
