@@ -1,8 +1,24 @@
-// lib/io.cpp — wait_readable / wait_writable on the reactor.
+// lib/io.cpp — waiting for fds on the reactor: wait_readable / wait_writable, and tendril::net's sockets.
+//
+// Two ways to watch an fd, both through one fd_entry per fd number and thread:
+//  - per wait (wait_readable()/wait_writable() on any fd): registered level-triggered for the wait, unregistered
+//    after it, since tendril does not know when such an fd is closed;
+//  - kept (tendril::net's sockets, which tell forget_fd() before they close or give away an fd): registered once,
+//    edge-triggered for reading and writing, until forget_fd(). A wait then costs no epoll_ctl: the entry records
+//    the edges that came while nobody waited, and a wait that finds one returns at once for the caller to retry
+//    its call (which said EAGAIN before the edge, or reads what came since). A keep-alive connection's read used to
+//    cost an epoll_ctl pair; it now costs none.
+// A kept registration is valid while the fd's generation (bumped by every forget_fd(), on any thread) is the one
+// it was made for: an fd closed by another thread leaves a stale entry here, which the next wait on that fd
+// number registers afresh instead of trusting.
 #include "tendril/io.hpp"
 
+#include <poll.h>
 #include <sys/epoll.h>
 
+#include <array>
+#include <atomic>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -13,12 +29,56 @@
 namespace tendril {
 namespace {
 
+constexpr std::uint32_t readable_events = EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLHUP | EPOLLERR;
+constexpr std::uint32_t writable_events = EPOLLOUT | EPOLLHUP | EPOLLERR;
+// Never cleared once seen: a hung-up or failed socket answers every call at once (EOF or the error).
+constexpr std::uint32_t sticky_events = EPOLLHUP | EPOLLERR;
+
+// The generation of every fd number, bumped by forget_fd() (on any thread); a kept registration made for an
+// older generation is stale. Chunks of a two-level table, allocated on first use and never freed, so that readers
+// need no lock. fds beyond the table (a million) are watched per wait.
+class fd_generations {
+ public:
+  static constexpr int chunk_bits = 12;
+  static constexpr int chunks = 256;
+  static constexpr int limit = chunks << chunk_bits;
+
+  // The counter of `fd` (0 <= fd < limit), its chunk allocated if need be.
+  static std::atomic<std::uint32_t>& of(int fd) {
+    std::atomic<chunk*>& slot = table()[static_cast<std::size_t>(fd >> chunk_bits)];
+    chunk* c = slot.load(std::memory_order_acquire);
+    if (c == nullptr) {
+      auto fresh = std::make_unique<chunk>();
+      if (slot.compare_exchange_strong(c, fresh.get(), std::memory_order_acq_rel)) {
+        c = fresh.release();
+      }  // else another thread installed one: `c` is it, `fresh` is freed
+    }
+    return (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))];
+  }
+  // Bumps the counter of `fd` if its chunk exists (no chunk: no kept registration was ever made in its range).
+  static void bump(int fd) noexcept {
+    if (fd < 0 || fd >= limit) return;
+    chunk* c = table()[static_cast<std::size_t>(fd >> chunk_bits)].load(std::memory_order_acquire);
+    if (c != nullptr) (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))].fetch_add(1);
+  }
+
+ private:
+  using chunk = std::array<std::atomic<std::uint32_t>, std::size_t{1} << chunk_bits>;
+  static std::array<std::atomic<chunk*>, chunks>& table() noexcept {
+    static std::array<std::atomic<chunk*>, chunks> t{};  // trivially destructible: usable until the very end
+    return t;
+  }
+};
+
 // The waiters of one fd on this thread: at most one for readability and one for writability. One epoll
 // registration serves both (an fd can be registered only once per epoll set).
 struct fd_entry final : detail::io_source {
   detail::waiter* reader = nullptr;
   detail::waiter* writer = nullptr;
   detail::reactor* owner = nullptr;  // this thread's reactor, which watches the fd
+  bool kept = false;                 // registered edge-triggered until forget_fd() (see the top of this file)
+  std::uint32_t generation = 0;      // of the fd, when `kept` was registered
+  std::uint32_t seen = 0;            // kept: the events epoll reported that no wait has consumed yet
   // forget_fd() took it out of the map (its fd is being closed): its waiters were woken and the last one to
   // leave deletes it.
   bool forgotten = false;
@@ -27,20 +87,16 @@ struct fd_entry final : detail::io_source {
     return (reader != nullptr ? EPOLLIN | EPOLLRDHUP : 0u) | (writer != nullptr ? EPOLLOUT : 0u);
   }
   void on_ready(std::uint32_t events) noexcept override {
-    const bool error = (events & (EPOLLERR | EPOLLHUP)) != 0;
-    if (reader != nullptr && (error || (events & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)) != 0)) {
-      reader->notify(detail::waiter::outcome::notified);
-    }
-    if (writer != nullptr && (error || (events & EPOLLOUT) != 0)) {
-      writer->notify(detail::waiter::outcome::notified);
-    }
+    if (kept) seen |= events;
+    if (reader != nullptr && (events & readable_events) != 0) reader->notify(detail::waiter::outcome::notified);
+    if (writer != nullptr && (events & writable_events) != 0) writer->notify(detail::waiter::outcome::notified);
   }
 };
 
-// fd -> its waiters, for this thread. Allocated while some fd is waited on and freed when none is, so nothing
-// outlives the thread (a thread_local object with a destructor could be destroyed before thread exit cancels
-// the tasks still waiting here). Entries are heap objects: forget_fd() detaches an entry its parked waiters
-// still use, so that the fd number, once reused, starts afresh.
+// fd -> its entry, for this thread. Allocated while some fd is waited on or kept, and freed when none is or when
+// the thread's scheduler is torn down, so nothing outlives the thread (a thread_local object with a destructor
+// could be destroyed before thread exit cancels the tasks still waiting here). Entries are heap objects:
+// forget_fd() detaches an entry its parked waiters still use, so that the fd number, once reused, starts afresh.
 thread_local std::unordered_map<int, fd_entry*>* tl_fds = nullptr;
 
 void drop_map_if_empty() noexcept {
@@ -50,33 +106,104 @@ void drop_map_if_empty() noexcept {
   }
 }
 
-}  // namespace
+// At scheduler teardown (every task of the thread has finished, so nobody waits): forgets the kept entries of
+// sockets still open, whose reactor is going away.
+void forget_all() noexcept {
+  if (tl_fds == nullptr) return;
+  for (auto& [fd, entry] : *tl_fds) {
+    entry->owner->unwatch(fd);
+    delete entry;
+  }
+  tl_fds->clear();
+  drop_map_if_empty();
+}
 
-namespace detail {
-fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout) {
-  detail::reactor& r = detail::reactor::current();
-  if (tl_fds == nullptr) tl_fds = new std::unordered_map<int, fd_entry*>();
-  fd_entry*& found = (*tl_fds)[fd];
+std::unordered_map<int, fd_entry*>& fds() {
+  if (tl_fds == nullptr) {
+    tl_fds = new std::unordered_map<int, fd_entry*>();
+    static thread_local bool hooked = false;  // one hook per thread, however often the map comes and goes
+    if (!hooked) {
+      hooked = true;
+      detail::at_scheduler_teardown(forget_all);
+    }
+  }
+  return *tl_fds;
+}
+
+// The entry of `fd` on this thread, made if need be.
+fd_entry* entry_for(int fd, detail::reactor& r) {
+  auto& map = fds();
+  fd_entry*& found = map[fd];
   if (found == nullptr) {
     try {
       found = new fd_entry();
       found->owner = &r;
     } catch (...) {
-      tl_fds->erase(fd);
+      map.erase(fd);
       drop_map_if_empty();
       throw;
     }
   }
-  fd_entry* entry = found;
+  return found;
+}
+
+}  // namespace
+
+namespace detail {
+fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool keep) {
+  detail::reactor& r = detail::reactor::current();
+  fd_entry* entry = entry_for(fd, r);
   detail::waiter*& slot = readable ? entry->reader : entry->writer;
+  if (slot != nullptr) {
+    throw usage_error("another task is already waiting for fd " + std::to_string(fd) + " to become " +
+                      (readable ? "readable" : "writable"));
+  }
+  const std::uint32_t wanted = readable ? readable_events : writable_events;
+  const bool in_table = fd >= 0 && fd < fd_generations::limit;
+  const std::uint32_t generation = in_table ? fd_generations::of(fd).load() : 0;
+  if (entry->kept && entry->generation != generation) {
+    // Stale (closed on another thread and the number reused since, see above): its registration went with the
+    // old socket.
+    entry->kept = false;
+    entry->seen = 0;
+  }
+  if (keep && in_table && !entry->kept) {
+    // New, or watched per wait by another waiter: edge-triggered from now on. epoll reports an fd that is ready
+    // already at the next poll.
+    try {
+      r.watch(fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, entry);
+    } catch (...) {
+      if (entry->mask() == 0) {  // made for this wait
+        tl_fds->erase(fd);
+        delete entry;
+        drop_map_if_empty();
+      }
+      throw;
+    }
+    entry->kept = true;
+    entry->generation = generation;
+    entry->seen = 0;
+  } else if (entry->kept && (entry->seen & wanted) != 0) {
+    entry->seen &= ~wanted | sticky_events;  // an edge since the last wait: the caller tries again first
+    return fd_wait::ready;
+  } else if (entry->kept && !keep) {
+    // wait_readable()/wait_writable() on a socket of tendril::net: their callers may not have seen EAGAIN first,
+    // and an edge only reports what changes.
+    pollfd p{fd, static_cast<short>(readable ? POLLIN : POLLOUT), 0};
+    if (::poll(&p, 1, 0) > 0) return fd_wait::ready;
+  }
   // Takes this waiter off the entry; true if the fd was forgotten (closed) meanwhile.
-  auto release = [&] {
+  auto release = [&](bool woken) {
     slot = nullptr;
     if (entry->forgotten) {  // no longer in the map nor watched
       if (entry->mask() == 0) delete entry;
       return true;
     }
-    if (entry->mask() == 0) {
+    if (entry->kept) {
+      // A wake-up by an edge consumes it (the caller's next call takes everything that has come). Any other end
+      // leaves it for the next wait: an edge that came as the wait timed out must not be lost.
+      if (woken) entry->seen &= ~wanted | sticky_events;
+    } else if (entry->mask() == 0) {
       r.unwatch(fd);
       tl_fds->erase(fd);
       delete entry;
@@ -90,22 +217,20 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout) {
     }
     return false;
   };
-  if (slot != nullptr) {
-    throw usage_error("another task is already waiting for fd " + std::to_string(fd) + " to become " +
-                      (readable ? "readable" : "writable"));
-  }
   detail::waiter w;
   slot = &w;
-  try {
-    r.watch(fd, entry->mask(), entry);
-  } catch (...) {
-    release();
-    throw;
+  if (!entry->kept) {
+    try {
+      r.watch(fd, entry->mask(), entry);
+    } catch (...) {
+      release(false);
+      throw;
+    }
   }
   detail::waiter::outcome o = detail::park(w, nullptr, detail::deadline_after(timeout));
   // Closed before or after the wake-up (a task that ran in between closed it): either way the fd is gone. A
   // cancellation (or a timeout scope) still wins: it must not be swallowed.
-  const bool closed = release();
+  const bool closed = release(o == detail::waiter::outcome::notified);
   if (o != detail::waiter::outcome::notified && o != detail::waiter::outcome::timed_out) {
     detail::throw_for(o, detail::current_exec());
   }
@@ -114,16 +239,21 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout) {
 }
 
 void forget_fd(int fd) noexcept {
+  fd_generations::bump(fd);  // a kept registration of it on another thread is stale from now on
   if (tl_fds == nullptr) return;
   auto it = tl_fds->find(fd);
   if (it == tl_fds->end()) return;
   fd_entry* entry = it->second;
   tl_fds->erase(it);
-  drop_map_if_empty();
   entry->owner->unwatch(fd);
+  if (entry->mask() == 0) {  // kept, and nobody waits
+    delete entry;
+    drop_map_if_empty();
+    return;
+  }
+  drop_map_if_empty();
   entry->forgotten = true;
-  // Its waiters (parked: an entry exists only while someone waits) wake up as if the fd were ready; the caller
-  // finds its object closed and reports it.
+  // Its waiters wake up as if the fd were ready; the caller finds its object closed and reports it.
   if (entry->reader != nullptr) entry->reader->notify(waiter::outcome::notified);
   if (entry->writer != nullptr) entry->writer->notify(waiter::outcome::notified);
 }
@@ -132,10 +262,10 @@ void forget_fd(int fd) noexcept {
 // Closed meanwhile reads as ready: the caller's next I/O call on the fd reports it (EBADF, or whatever now has
 // that number: callers that close fds they wait on should use net's objects, which tell the two apart).
 bool wait_readable(int fd, std::optional<duration> timeout) {
-  return detail::wait_fd(fd, true, timeout) != detail::fd_wait::timed_out;
+  return detail::wait_fd(fd, true, timeout, false) != detail::fd_wait::timed_out;
 }
 bool wait_writable(int fd, std::optional<duration> timeout) {
-  return detail::wait_fd(fd, false, timeout) != detail::fd_wait::timed_out;
+  return detail::wait_fd(fd, false, timeout, false) != detail::fd_wait::timed_out;
 }
 
 }  // namespace tendril

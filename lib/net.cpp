@@ -69,7 +69,7 @@ void await(int fd, bool readable, std::optional<time_point> deadline, const char
   // A copy (the object, and `address` with it, may be gone when the wait ends); only on the way to a wait, which
   // costs system calls anyway.
   const std::string addr = address;  // NOLINT(performance-unnecessary-copy-initialization)
-  switch (detail::wait_fd(fd, readable, remaining(deadline))) {
+  switch (detail::wait_fd(fd, readable, remaining(deadline), true)) {
     case detail::fd_wait::ready:
       return;
     case detail::fd_wait::timed_out:

@@ -58,8 +58,10 @@ void forget_fd(int fd) noexcept;
 // How a wait on an fd ended: it became ready, the timeout passed, or forget_fd() was called for it meanwhile (its
 // object was closed, destroyed or replaced: the waiter must not touch that object again).
 enum class fd_wait { ready, timed_out, closed };
-// wait_readable()/wait_writable() telling a close apart from readiness. (io.cpp)
-fd_wait wait_fd(int fd, bool readable, std::optional<std::chrono::steady_clock::duration> timeout);
+// wait_readable()/wait_writable() telling a close apart from readiness. `keep`: the fd belongs to tendril::net,
+// which calls forget_fd() before it closes or gives it away, and waits only after a call said EAGAIN: its
+// registration is kept between waits (see io.cpp). (io.cpp)
+fd_wait wait_fd(int fd, bool readable, std::optional<std::chrono::steady_clock::duration> timeout, bool keep);
 
 // Installs tendril's scheduling algorithm on the calling thread (once) and returns its reactor.
 reactor& install_scheduler();

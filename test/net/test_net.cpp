@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "net_helpers.hpp"
@@ -442,6 +443,82 @@ TEST_CASE("closing a listener or stream that another task waits on wakes it with
     tendril::sleep_for(20ms);
     c.write_all("ok");
     CHECK(reader3.get() == "ok");
+  });
+}
+
+TEST_CASE("a socket stays registered between waits: data that comes while nobody waits is read, and so is a burst") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    char buf[8];
+    // A wait that times out leaves the socket watched (edge-triggered); the data written next comes while no task
+    // waits (the sleep lets the loop see it): the next read takes it without waiting for another edge.
+    CHECK_THROWS_AS(s.read(buf, 1, 20ms), tendril::net::timeout_error);
+    peer.write_all("ab");
+    tendril::sleep_for(20ms);
+    CHECK(s.read(buf, 1, generous(5s)) == 1);
+    CHECK(s.read(buf + 1, 1, generous(5s)) == 1);  // the rest of what came, with no new edge
+    CHECK(std::string(buf, 2) == "ab");
+    // Ping-pong: every read waits after EAGAIN, and wakes on the next edge.
+    auto echo = tendril::spawn([&] {
+      char c;
+      for (int i = 0; i < 200; ++i) {
+        peer.read_exactly(&c, 1, generous(5s));
+        peer.write_all(&c, 1, generous(5s));
+      }
+    });
+    for (int i = 0; i < 200; ++i) {
+      const char out = static_cast<char>('a' + i % 26);
+      char in = 0;
+      s.write_all(&out, 1, generous(5s));
+      s.read_exactly(&in, 1, generous(5s));
+      REQUIRE(in == out);
+    }
+    echo.get();
+  });
+}
+
+TEST_CASE("wait_readable on a net socket with unread data returns at once (it need not follow EAGAIN)") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    char c;
+    CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // watched from now on
+    peer.write_all("xy");
+    CHECK(s.read(&c, 1, generous(5s)) == 1);  // "y" stays unread, and no edge will come for it
+    const stopwatch sw;
+    CHECK(tendril::wait_readable(s.native_handle(), generous(5s)));  // the old code: the same, by level
+    CHECK(sw.elapsed() < generous(2s));
+    CHECK(s.read(&c, 1, generous(5s)) == 1);
+    CHECK(c == 'y');
+  });
+}
+
+TEST_CASE("a socket closed on another thread: its fd number, reused here, is waited on afresh") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    char c;
+    CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // registered on this thread
+    const int number = s.native_handle();
+    std::thread([moved = std::move(s)]() mutable { moved.close(); }).join();  // this thread's reactor not told
+    auto s2 = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer2 = l.accept(5s);
+    if (s2.native_handle() != number) {
+      MESSAGE("the fd number was not reused (", s2.native_handle(), " vs ", number, "): nothing to check");
+      return;
+    }
+    auto writer = tendril::spawn([&] {
+      tendril::sleep_for(20ms);
+      peer2.write_all("z");
+    });
+    // Trusting the closed socket's registration (gone with it), this read would wait for its timeout.
+    CHECK(s2.read(&c, 1, generous(5s)) == 1);
+    CHECK(c == 'z');
+    writer.get();
   });
 }
 
