@@ -663,7 +663,12 @@ void release_at_zero(greenlet_impl* g) noexcept {
       return;
     }
     // Its thread or task has ended: it can never run again, and unwinding it here would run its code on the
-    // wrong thread. Leak its stack.
+    // wrong thread. Leak its stack, and say so (never silently).
+    report(
+        "the last handle to a suspended greenlet was dropped after its thread or task had ended; it can no longer be "
+        "unwound, so its stack is leaked and its destructors never run (finish or drop greenlets before their thread "
+        "or task ends)",
+        nullptr);
     std::move(g->ctx).leak();
   }
   if (g->leaked) return;

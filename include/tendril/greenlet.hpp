@@ -23,10 +23,12 @@
 //  - When the last handle to a started, unfinished greenlet goes away, greenlet_exit is thrown into it (its
 //    parent temporarily set to the greenlet dropping it) so its destructors run. One that refuses to die is
 //    reported on stderr and leaked, never resumed silently; one that took a new handle to itself meanwhile is
-//    resurrected, as in Python, and lives on. Dropped on another thread: killed when the owning thread next
-//    calls tendril. Handles are plain reference counts, with no cycle collector: a greenlet whose own stack
-//    holds a handle to a child of its own (whose parent reference points back) is not freed by dropping the
-//    last outside handle; drop or finish such children first.
+//    resurrected, as in Python, and lives on. Dropped on another thread: killed at the owning thread's next
+//    greenlet call (greenlet::current(), a switch, a new greenlet) or when its thread or task ends. Dropped after
+//    its thread or task has ended, it can no longer be unwound: it is reported on stderr and leaked. Handles are
+//    plain reference counts, with no cycle collector: a greenlet whose own stack holds a handle to a child of its
+//    own (whose parent reference points back) is not freed by dropping the last outside handle; drop or finish
+//    such children first.
 //  - A greenlet may switch away inside a catch block: `throw;` and std::current_exception() still see the right
 //    exception when it resumes.
 //  - An exception escaping a greenlet never calls std::terminate.

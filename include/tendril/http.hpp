@@ -146,7 +146,8 @@ struct options {
   // Follow 3xx redirects, at most max_redirects of them (an error beyond that; a negative limit is a usage_error).
   bool follow_redirects = true;
   int max_redirects = 10;
-  // Verify the server's TLS certificate and host name. Turn off only for test servers.
+  // Verify the server's TLS certificate and host name. Turn off only for test servers. In a session, true means
+  // "as the session's defaults say" (see session_options::defaults).
   bool verify_tls = true;
   // A PEM file of CA certificates to trust instead of the system's.
   std::string ca_file;
@@ -282,7 +283,12 @@ struct session_options {
   // Called in the requesting task before each retry's wait (what curl's "Will retry in N seconds" warning and
   // urllib3's retry log tell). An exception from it ends the request with that exception.
   std::function<void(const retry_event&)> on_retry;
-  // Defaults for every request's options (timeouts, TLS, proxy...). Per-request headers are added to these.
+  // Defaults for every request's options (timeouts, TLS, proxy...). Per-request headers are added to these. A
+  // request's field takes the default given here when it holds its own built-in value (no timeout, an empty
+  // ca_file or proxy, follow_redirects true, max_redirects 10, verify_tls true, no on_progress), so a request
+  // cannot set a field back to its built-in value: in a session whose defaults turn verify_tls off, a request's
+  // verify_tls = true does not verify (as aiohttp's ssl=True defers to its connector). Requests that must verify
+  // belong in a session that does.
   options defaults;
 };
 

@@ -7,7 +7,8 @@
 //    than the guard page (a big local array) could jump over it: compile code that runs on tendril stacks with
 //    -fstack-clash-protection, which `pkg-config --cflags tendril` includes, so such frames fault in it too;
 //  - a size that cannot be mapped (beyond the address space or ulimit -v) throws std::bad_alloc whose what()
-//    names the size, when the task is spawned or the greenlet first switched to;
+//    names the size (rounded up to pages, and capped at the address space's 2^47 bytes), when the task is spawned
+//    or the greenlet first switched to;
 //  - freed stacks are kept in a per-thread pool and reused, which makes creating greenlets and tasks cheap;
 //  - when tendril is built with valgrind's headers available, stacks are registered with valgrind.
 //

@@ -426,7 +426,7 @@ TEST_CASE("a handle dropped elsewhere while the owner kills its queued greenlets
 // Its thread has ended, so it can never run again: its stack is leaked with the closure on it, not unwound or
 // destroyed on whichever thread drops the last handle (that would run its code on the wrong thread: a captured
 // lock released there, say).
-TEST_CASE("a greenlet suspended inside run when its thread ends: its closure is not destroyed elsewhere") {
+TEST_CASE("a greenlet suspended inside run when its thread ends: not destroyed elsewhere, and reported on stderr") {
   struct probe {
     std::atomic<int>* destroyed;
     bool live = true;
@@ -445,6 +445,11 @@ TEST_CASE("a greenlet suspended inside run when its thread ends: its closure is 
     g.emplace([p = probe(&destroyed)] { switch_to_parent(); });
     g->switch_();  // suspended inside run
   }).join();
+  stderr_capture capture;
   g.reset();  // the last handle, here: the owner has ended
+  const std::string err = capture.finish();
   CHECK(destroyed.load() == 0);
+  // Never silently (the old code said nothing).
+  CHECK(err.find("after its thread or task had ended") != std::string::npos);
+  CHECK(err.find("its stack is leaked") != std::string::npos);
 }

@@ -2,10 +2,11 @@
 //
 // Not part of the public API; public headers' templates (futures, channels, tasks...) are built on it.
 //
-// A wait_queue is a list of parked tasks, protected by a std::mutex that belongs to the object using it (a
-// channel, a future...). wait() parks the calling task — or the thread's main context when no task runs — with
-// an optional deadline; it is woken by notify_one()/notify_all(), by the deadline, or by cancel() of the task.
-// Nothing else wakes it, which is what makes cancellation and timeouts uniform across tendril.
+// A wait_queue is a list of parked tasks, protected by a lock that belongs to the object using it (a channel, a
+// future...: a detail::spin_mutex in tendril's own objects; std::mutex works too). wait() parks the calling task —
+// or the thread's main context when no task runs — with an optional deadline; it is woken by
+// notify_one()/notify_all(), by the deadline, or by cancel() of the task. Nothing else wakes it, which is what
+// makes cancellation and timeouts uniform across tendril.
 #pragma once
 
 #include <atomic>
