@@ -120,5 +120,9 @@ void throw_for(waiter::outcome o, exec_context& ctx);
 // Throws usage_error if `self` must not suspend now (see exec_context::suspend_forbidden): for suspension points
 // that do not reach park(), or must refuse before they change anything.
 void check_may_suspend(exec_context& self);
+// What a suspension point checks before it suspends, for one that may go on without suspending (yield(), a wait
+// on an fd already known to be ready): throws usage_error (see check_may_suspend), task_cancelled for a pending
+// cancel(), or timeout_error for an expired tendril::timeout scope.
+void checkpoint(exec_context& self);
 
 }  // namespace tendril::detail

@@ -184,11 +184,15 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool kee
     entry->generation = generation;
     entry->seen = 0;
   } else if (entry->kept && (entry->seen & wanted) != 0) {
-    entry->seen &= ~wanted | sticky_events;  // an edge since the last wait: the caller tries again first
+    // An edge since the last wait: the caller tries again first. Still a cancellation point (checked before the
+    // edge is consumed, which a caller that catches task_cancelled and reads on must still find).
+    detail::checkpoint(detail::current_exec());
+    entry->seen &= ~wanted | sticky_events;
     return fd_wait::ready;
   } else if (entry->kept && !keep) {
     // wait_readable()/wait_writable() on a socket of tendril::net: their callers may not have seen EAGAIN first,
     // and an edge only reports what changes.
+    detail::checkpoint(detail::current_exec());
     pollfd p{fd, static_cast<short>(readable ? POLLIN : POLLOUT), 0};
     if (::poll(&p, 1, 0) > 0) return fd_wait::ready;
   }

@@ -835,20 +835,25 @@ void sleep_until(time_point t) {
 
 void sleep_for(duration d) { sleep_until(detail::deadline_in(d)); }
 
-void yield() {
-  detail::exec_context& self = detail::current_exec();
-  detail::check_may_suspend(self);
+namespace detail {
+void checkpoint(exec_context& self) {
+  check_may_suspend(self);
   if (self.cancel_pending.load(std::memory_order_relaxed) && self.cancel_pending.exchange(false)) {
     throw task_cancelled();
   }
-  // yield() is a suspension point, so an expired tendril::timeout scope fires here too (a loop that only
-  // yields would otherwise never time out).
-  if (timeout* scope = detail::nearest_scope(self);
+  // An expired tendril::timeout scope fires here too (a loop that only yields would otherwise never time out).
+  if (timeout* scope = nearest_scope(self);
       scope != nullptr && timeout_access::deadline(*scope) <= std::chrono::steady_clock::now()) {
     timeout_access::expire(*scope);
     self.expired_scope_length = timeout_access::length(*scope);
-    detail::throw_for(detail::waiter::outcome::scope_timeout, self);
+    throw_for(waiter::outcome::scope_timeout, self);
   }
+}
+}  // namespace detail
+
+void yield() {
+  detail::exec_context& self = detail::current_exec();
+  detail::checkpoint(self);
   if (self.fiber == nullptr) self.fiber = boost::fibers::context::active();
   detail::switch_guard guard(self);
   self.fiber->yield();

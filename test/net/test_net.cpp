@@ -496,6 +496,43 @@ TEST_CASE("wait_readable on a net socket with unread data returns at once (it ne
   });
 }
 
+TEST_CASE("a wait that need not suspend is still a cancellation point") {
+  tendril::run([] {
+    auto l = tcp_listener::bind("127.0.0.1", 0);
+    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
+    auto peer = l.accept(5s);
+    std::optional<tendril::task<int>> self;
+    auto t = tendril::spawn([&] {
+      char c;
+      CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // watched from now on
+      peer.write_all("a");
+      tendril::sleep_for(20ms);                 // the edge comes while nobody waits
+      CHECK(s.read(&c, 1, generous(5s)) == 1);  // no wait: the data is there
+      int thrown = 0;
+      self->cancel();  // pending: delivered at the next suspension point
+      try {
+        s.read(&c, 1, generous(5s));  // EAGAIN, and the edge seen: would return at once and try again
+      } catch (const tendril::task_cancelled&) {
+        ++thrown;
+      }
+      peer.write_all("bc");
+      tendril::sleep_for(20ms);
+      CHECK(s.read(&c, 1, generous(5s)) == 1);  // "b"; "c" stays unread
+      self->cancel();
+      try {
+        tendril::wait_readable(s.native_handle(), generous(5s));  // ready by level: would return at once
+      } catch (const tendril::task_cancelled&) {
+        ++thrown;
+      }
+      CHECK(s.read(&c, 1, generous(5s)) == 1);  // and nothing was lost
+      CHECK(c == 'c');
+      return thrown;
+    });
+    self = t;
+    CHECK(t.get() == 2);  // the old code (no immediate returns) threw both times too
+  });
+}
+
 TEST_CASE("a socket closed on another thread: its fd number, reused here, is waited on afresh") {
   tendril::run([] {
     auto l = tcp_listener::bind("127.0.0.1", 0);
