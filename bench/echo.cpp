@@ -7,9 +7,10 @@
 //              a callback: what hand-written event-loop code does
 // Figures are printed, never asserted: round trips per second, CPU time per round trip (getrusage), and their
 // ratios tendril / raw (best of the rounds for each side, and the median of the per-round ratios, the two sides
-// running back to back in each round). No target is set by an issue; the gap is the price of the blocking style:
-// every blocking read tries recv() first and waits only after EAGAIN (one extra system call per wait), and each
-// wake-up switches to the waiting task.
+// running back to back in each round, taking turns going first). Both sides' measurements include connecting,
+// the server sides seeing each client's end, and closing every socket. No target is set by an issue; the gap is the
+// price of the blocking style: every blocking read tries recv() first and waits only after EAGAIN (one extra system
+// call per wait), and each wake-up switches to the waiting task.
 //
 //   build/bench/bench_echo [CONNECTIONS [ROUND_TRIPS [ROUNDS]]]     (default 100 1000 5)
 #include <fcntl.h>
@@ -149,21 +150,25 @@ figures run_raw(int connections, int round_trips) {
       clients.push_back(add(c, true));
       add(a, false);
     }
-    int running = connections;
+    int running = connections;  // clients with round trips to go
+    int serving = connections;  // server sides that have not seen their client's end yet
     for (raw_socket* c : clients) {
       send_message(c->fd);
       --c->left;
     }
     epoll_event events[256];
     char buf[64];
-    while (running > 0) {
+    while (running > 0 || serving > 0) {
       const int n = ::epoll_wait(ep, events, 256, -1);
       for (int i = 0; i < n; ++i) {
         auto* s = static_cast<raw_socket*>(events[i].data.ptr);
         const ssize_t got = ::recv(s->fd, buf, sizeof buf, 0);
         if (got < 0 && errno == EAGAIN) continue;
-        if (got <= 0) {  // a server side whose client has closed
+        if (got < 0) fail("recv");
+        if (got == 0) {  // a server side whose client has finished (as the tendril side's echo tasks see it)
+          if (s->client) throw std::runtime_error("raw epoll loop: the server closed a connection");
           ::epoll_ctl(ep, EPOLL_CTL_DEL, s->fd, nullptr);
+          --serving;
           continue;
         }
         if (!s->client) {
@@ -183,8 +188,8 @@ figures run_raw(int connections, int round_trips) {
         }
       }
     }
+    for (auto& s : sockets) ::close(s->fd);  // inside the measurement, as the tendril side's closes are
   });
-  for (auto& s : sockets) ::close(s->fd);
   ::close(ep);
   ::close(lfd);
   return f;
@@ -212,9 +217,14 @@ int main(int argc, char** argv) {
   run_tendril(connections, std::min(round_trips, 100));
   std::vector<figures> raw, tendril;
   std::vector<double> rate_ratio, cpu_ratio;
-  for (int r = 0; r < rounds; ++r) {
-    raw.push_back(run_raw(connections, round_trips));
-    tendril.push_back(run_tendril(connections, round_trips));
+  for (int r = 0; r < rounds; ++r) {  // the two sides take turns going first
+    if (r % 2 == 0) {
+      raw.push_back(run_raw(connections, round_trips));
+      tendril.push_back(run_tendril(connections, round_trips));
+    } else {
+      tendril.push_back(run_tendril(connections, round_trips));
+      raw.push_back(run_raw(connections, round_trips));
+    }
     rate_ratio.push_back(raw.back().wall / tendril.back().wall);
     cpu_ratio.push_back(tendril.back().cpu / raw.back().cpu);
   }

@@ -22,6 +22,7 @@
 #include <string>
 #include <system_error>
 #include <unordered_map>
+#include <vector>
 
 #include "exec_context.hpp"
 #include "reactor.hpp"
@@ -31,8 +32,6 @@ namespace {
 
 constexpr std::uint32_t readable_events = EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLHUP | EPOLLERR;
 constexpr std::uint32_t writable_events = EPOLLOUT | EPOLLHUP | EPOLLERR;
-// Never cleared once seen: a hung-up or failed socket answers every call at once (EOF or the error).
-constexpr std::uint32_t sticky_events = EPOLLHUP | EPOLLERR;
 
 // The generation of every fd number, bumped by forget_fd() (on any thread); a kept registration made for an
 // older generation is stale. Chunks of a two-level table, allocated on first use and never freed, so that readers
@@ -54,6 +53,12 @@ class fd_generations {
       }  // else another thread installed one: `c` is it, `fresh` is freed
     }
     return (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))];
+  }
+  // The counter of `fd` without allocating its chunk (0 if there is none).
+  static std::uint32_t peek(int fd) noexcept {
+    if (fd < 0 || fd >= limit) return 0;
+    chunk* c = table()[static_cast<std::size_t>(fd >> chunk_bits)].load(std::memory_order_acquire);
+    return c != nullptr ? (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))].load() : 0;
   }
   // Bumps the counter of `fd` if its chunk exists (no chunk: no kept registration was ever made in its range).
   static void bump(int fd) noexcept {
@@ -77,8 +82,11 @@ struct fd_entry final : detail::io_source {
   detail::waiter* writer = nullptr;
   detail::reactor* owner = nullptr;  // this thread's reactor, which watches the fd
   bool kept = false;                 // registered edge-triggered until forget_fd() (see the top of this file)
-  std::uint32_t generation = 0;      // of the fd, when `kept` was registered
-  std::uint32_t seen = 0;            // kept: the events epoll reported that no wait has consumed yet
+  std::uint32_t generation = 0;      // of the fd, when it was last registered
+  // Stale (its fd closed on another thread): out of the map, but never freed before the thread's teardown, since
+  // epoll may still hold it for the old socket, if that lives on elsewhere (a dup, a forked child).
+  bool retired = false;
+  std::uint32_t seen = 0;  // kept: the events epoll reported that no wait has consumed yet
   // forget_fd() took it out of the map (its fd is being closed): its waiters were woken and the last one to
   // leave deletes it.
   bool forgotten = false;
@@ -106,15 +114,50 @@ void drop_map_if_empty() noexcept {
   }
 }
 
+std::uint32_t generation_of(int fd) {
+  return fd >= 0 && fd < fd_generations::limit ? fd_generations::of(fd).load() : 0;
+}
+
+// Whether `entry` may still be registered under a socket closed on another thread since: registered (kept, or
+// waited on now) for an older generation of its fd number.
+bool is_stale(const fd_entry& entry, std::uint32_t generation) noexcept {
+  return entry.generation != generation && (entry.kept || entry.mask() != 0);
+}
+
+// Retired entries (see fd_entry::retired), freed at the thread's teardown.
+thread_local std::vector<fd_entry*>* tl_retired = nullptr;
+
 // At scheduler teardown (every task of the thread has finished, so nobody waits): forgets the kept entries of
-// sockets still open, whose reactor is going away.
+// sockets still open, whose reactor is going away, and frees the retired ones.
 void forget_all() noexcept {
-  if (tl_fds == nullptr) return;
-  for (auto& [fd, entry] : *tl_fds) {
-    entry->owner->unwatch(fd);
-    delete entry;
+  if (tl_fds != nullptr) {
+    for (auto& [fd, entry] : *tl_fds) {
+      if (!is_stale(*entry, fd_generations::peek(fd))) entry->owner->unwatch(fd);  // else not ours to unwatch
+      delete entry;
+    }
+    tl_fds->clear();
+    drop_map_if_empty();
   }
-  tl_fds->clear();
+  if (tl_retired != nullptr) {
+    for (fd_entry* entry : *tl_retired) delete entry;
+    delete tl_retired;
+    tl_retired = nullptr;
+  }
+}
+
+// Takes a stale entry out of the map for good (see fd_entry::retired); its waiters, if any, wake as from a close.
+void retire(int fd, fd_entry* entry) noexcept {
+  tl_fds->erase(fd);
+  entry->retired = true;
+  entry->forgotten = true;
+  try {
+    if (tl_retired == nullptr) tl_retired = new std::vector<fd_entry*>();
+    tl_retired->push_back(entry);
+  } catch (...) {
+    // out of memory: leave it allocated (a leak, never a use after free)
+  }
+  if (entry->reader != nullptr) entry->reader->notify(detail::waiter::outcome::notified);
+  if (entry->writer != nullptr) entry->writer->notify(detail::waiter::outcome::notified);
   drop_map_if_empty();
 }
 
@@ -152,21 +195,20 @@ fd_entry* entry_for(int fd, detail::reactor& r) {
 namespace detail {
 fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool keep) {
   detail::reactor& r = detail::reactor::current();
+  const bool in_table = fd >= 0 && fd < fd_generations::limit;
+  const std::uint32_t generation = generation_of(fd);
   fd_entry* entry = entry_for(fd, r);
+  if (is_stale(*entry, generation)) {
+    // Closed on another thread, and the number reused since (see the top of this file).
+    retire(fd, entry);
+    entry = entry_for(fd, r);
+  }
   detail::waiter*& slot = readable ? entry->reader : entry->writer;
   if (slot != nullptr) {
     throw usage_error("another task is already waiting for fd " + std::to_string(fd) + " to become " +
                       (readable ? "readable" : "writable"));
   }
   const std::uint32_t wanted = readable ? readable_events : writable_events;
-  const bool in_table = fd >= 0 && fd < fd_generations::limit;
-  const std::uint32_t generation = in_table ? fd_generations::of(fd).load() : 0;
-  if (entry->kept && entry->generation != generation) {
-    // Stale (closed on another thread and the number reused since, see above): its registration went with the
-    // old socket.
-    entry->kept = false;
-    entry->seen = 0;
-  }
   if (keep && in_table && !entry->kept) {
     // New, or watched per wait by another waiter: edge-triggered from now on. epoll reports an fd that is ready
     // already at the next poll.
@@ -183,15 +225,15 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool kee
     entry->kept = true;
     entry->generation = generation;
     entry->seen = 0;
-  } else if (entry->kept && (entry->seen & wanted) != 0) {
+  } else if (entry->kept && keep && (entry->seen & wanted) != 0) {
     // An edge since the last wait: the caller tries again first. Still a cancellation point (checked before the
     // edge is consumed, which a caller that catches task_cancelled and reads on must still find).
     detail::checkpoint(detail::current_exec());
-    entry->seen &= ~wanted | sticky_events;
+    entry->seen &= ~wanted;
     return fd_wait::ready;
   } else if (entry->kept && !keep) {
     // wait_readable()/wait_writable() on a socket of tendril::net: their callers may not have seen EAGAIN first,
-    // and an edge only reports what changes.
+    // and an edge only reports what changes, so the level decides (the edges seen stay for net's next wait).
     detail::checkpoint(detail::current_exec());
     pollfd p{fd, static_cast<short>(readable ? POLLIN : POLLOUT), 0};
     if (::poll(&p, 1, 0) > 0) return fd_wait::ready;
@@ -199,19 +241,23 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool kee
   // Takes this waiter off the entry; true if the fd was forgotten (closed) meanwhile.
   auto release = [&](bool woken) {
     slot = nullptr;
-    if (entry->forgotten) {  // no longer in the map nor watched
-      if (entry->mask() == 0) delete entry;
+    if (entry->forgotten) {  // no longer in the map nor watched by us
+      if (entry->mask() == 0 && !entry->retired) delete entry;
       return true;
     }
     if (entry->kept) {
       // A wake-up by an edge consumes it (the caller's next call takes everything that has come). Any other end
       // leaves it for the next wait: an edge that came as the wait timed out must not be lost.
-      if (woken) entry->seen &= ~wanted | sticky_events;
+      if (woken) entry->seen &= ~wanted;
     } else if (entry->mask() == 0) {
-      r.unwatch(fd);
-      tl_fds->erase(fd);
-      delete entry;
-      drop_map_if_empty();
+      if (generation_of(fd) != entry->generation) {
+        retire(fd, entry);  // closed on another thread meanwhile: epoll may still hold it for the old socket
+      } else {
+        r.unwatch(fd);
+        tl_fds->erase(fd);
+        delete entry;
+        drop_map_if_empty();
+      }
     } else {
       try {
         r.watch(fd, entry->mask(), entry);
@@ -226,6 +272,7 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool kee
   if (!entry->kept) {
     try {
       r.watch(fd, entry->mask(), entry);
+      entry->generation = generation;
     } catch (...) {
       release(false);
       throw;
@@ -243,11 +290,18 @@ fd_wait wait_fd(int fd, bool readable, std::optional<duration> timeout, bool kee
 }
 
 void forget_fd(int fd) noexcept {
+  const bool in_table = fd >= 0 && fd < fd_generations::limit;
+  // The generation before this close: an entry registered for an older one is stale.
+  const std::uint32_t generation = in_table ? fd_generations::peek(fd) : 0;
   fd_generations::bump(fd);  // a kept registration of it on another thread is stale from now on
   if (tl_fds == nullptr) return;
   auto it = tl_fds->find(fd);
   if (it == tl_fds->end()) return;
   fd_entry* entry = it->second;
+  if (is_stale(*entry, generation)) {
+    retire(fd, entry);
+    return;
+  }
   tl_fds->erase(it);
   entry->owner->unwatch(fd);
   if (entry->mask() == 0) {  // kept, and nobody waits

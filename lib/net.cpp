@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -105,10 +107,69 @@ resolved numeric(const sockaddr* a, socklen_t len) {
   return r;
 }
 
+// A name's addresses (ports unset), or why there are none.
+using lookup = std::pair<std::vector<resolved>, std::string>;
+
+void set_port(resolved& r, std::uint16_t port) noexcept {
+  if (r.family == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(&r.addr)->sin6_port = htons(port);
+  } else {
+    reinterpret_cast<sockaddr_in*>(&r.addr)->sin_port = htons(port);
+  }
+}
+
+// getaddrinfo() of `host` on the default thread pool (it blocks). A lookup of a name already being looked up joins
+// it: a wait that times out leaves its lookup running, and tasks retrying a name whose DNS server does not answer
+// must not queue one more each time on the pool every run_in_thread() shares.
+tendril::future<lookup> start_lookup(const std::string& host, bool passive) {
+  struct in_flight {
+    std::mutex mutex;
+    std::unordered_map<std::string, tendril::future<lookup>> lookups;
+  };
+  static auto* const state = new in_flight();  // never destroyed: lookups may end after static destructors
+  const std::string key = (passive ? "passive " : "active ") + host;
+  tendril::promise<lookup> done;
+  tendril::future<lookup> result = done.get_future();
+  {
+    std::lock_guard<std::mutex> lk(state->mutex);
+    if (auto it = state->lookups.find(key); it != state->lookups.end()) return it->second;
+    state->lookups.emplace(key, result);
+  }
+  try {
+    thread_pool::default_pool().submit([host, passive, key, done]() mutable {
+      addrinfo hints{};
+      hints.ai_socktype = SOCK_STREAM;
+      hints.ai_flags = passive ? AI_PASSIVE : 0;
+      addrinfo* res = nullptr;
+      const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
+      lookup out;
+      if (rc != 0 || res == nullptr) {
+        out.second = rc == EAI_SYSTEM ? std::strerror(errno) : rc != 0 ? ::gai_strerror(rc) : "no address";
+      } else {
+        for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
+          if (a->ai_addrlen <= sizeof(sockaddr_storage)) out.first.push_back(numeric(a->ai_addr, a->ai_addrlen));
+        }
+        ::freeaddrinfo(res);
+        if (out.first.empty()) out.second = "no address";
+      }
+      {
+        std::lock_guard<std::mutex> lk(state->mutex);
+        state->lookups.erase(key);
+      }
+      done.set_value(std::move(out));
+    });
+  } catch (...) {
+    std::lock_guard<std::mutex> lk(state->mutex);
+    state->lookups.erase(key);
+    throw;
+  }
+  return result;
+}
+
 // The addresses of host:port, in the order to try them: a numeric address as is; "localhost" as 127.0.0.1 and then
 // ::1 (as libcurl and the system's resolver see it; a listener binds the first only); other names through
-// getaddrinfo on the thread pool (it blocks), every address it gives, in its order. The wait for getaddrinfo ends at
-// `deadline`: net::timeout_error, naming `op` (the job runs on, its result dropped, as a cancelled wait's is).
+// getaddrinfo on the thread pool (see start_lookup()), every address it gives, in its order. The wait for it ends at
+// `deadline`: net::timeout_error, naming `op` (the lookup runs on, and a later call for the name joins it).
 std::vector<resolved> resolve(std::string_view host, std::uint16_t port, const std::string& address, bool passive,
                               const char* op, std::optional<time_point> deadline = std::nullopt) {
   std::string h(host);
@@ -144,30 +205,13 @@ std::vector<resolved> resolve(std::string_view host, std::uint16_t port, const s
   if (::inet_pton(AF_INET6, h.c_str(), &v6.sin6_addr) == 1) {
     return {numeric(reinterpret_cast<sockaddr*>(&v6), sizeof v6)};
   }
-  using lookup = std::pair<std::vector<resolved>, std::string>;  // the addresses, or why there are none
-  auto found = thread_pool::default_pool().submit([h, port, passive]() -> lookup {
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = passive ? AI_PASSIVE : 0;
-    addrinfo* res = nullptr;
-    const std::string service = std::to_string(port);
-    const int rc = ::getaddrinfo(h.c_str(), service.c_str(), &hints, &res);
-    if (rc != 0 || res == nullptr) {
-      return {{}, rc == EAI_SYSTEM ? std::strerror(errno) : rc != 0 ? ::gai_strerror(rc) : "no address"};
-    }
-    lookup out;
-    for (const addrinfo* a = res; a != nullptr; a = a->ai_next) {
-      if (a->ai_addrlen <= sizeof(sockaddr_storage)) out.first.push_back(numeric(a->ai_addr, a->ai_addrlen));
-    }
-    ::freeaddrinfo(res);
-    if (out.first.empty()) out.second = "no address";
-    return out;
-  });
+  tendril::future<lookup> found = start_lookup(h, passive);
   if (deadline && !found.wait_for(*remaining(deadline))) {
     throw timeout_error(std::string(op) + " " + address + ": timed out resolving the name", address, ETIMEDOUT);
   }
   auto [addresses, reason] = found.get();
   if (addresses.empty()) throw error("resolve " + address + ": " + reason, address, 0);
+  for (resolved& r : addresses) set_port(r, port);
   return addresses;
 }
 
@@ -213,31 +257,55 @@ tcp_stream tcp_stream::connect(std::string_view host, std::uint16_t port, std::o
   const std::string address = join(host, port);
   const auto deadline = detail::deadline_after(timeout);
   const std::vector<resolved> addresses = resolve(host, port, address, false, "connect to", deadline);
-  // Each address in turn until one accepts (socket.create_connection), all within `timeout`. The error of a
-  // failure names every address tried, with its reason, when there was more than one.
+  // Each address in turn until one accepts (socket.create_connection), all within `timeout`: each attempt but the
+  // last may take an equal share of the time left, so that an address that never answers (an unroutable IPv6
+  // one, say) leaves time for the next. The error of a failure names every address tried, with its reason, when
+  // there was more than one.
   std::string tried;
   int last_error = 0;
-  for (const resolved& r : addresses) {
-    int fd = ::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  bool last_timed_out = false;
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const resolved& r = addresses[i];
+    const std::size_t left = addresses.size() - i;
+    std::optional<time_point> attempt_deadline = deadline;
+    if (deadline && left > 1) attempt_deadline = std::chrono::steady_clock::now() + *remaining(deadline) / left;
+    // Closed (through close_fd) unless handed to the stream returned: built in place there, not moved out of a
+    // local, whose move would unregister the fd that the wait below registered.
+    struct fd_guard {
+      int fd;
+      ~fd_guard() {
+        if (fd >= 0) close_fd(fd);
+      }
+    } guard{::socket(r.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)};
+    const int fd = guard.fd;
     int err = fd < 0 ? errno : 0;
     if (fd >= 0) {
-      tcp_stream s(fd, address);
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (::connect(fd, reinterpret_cast<const sockaddr*>(&r.addr), r.len) != 0) {
         err = errno;
         if (err == EINPROGRESS) {
-          await(fd, false, deadline, "connect to", "tcp_stream", address);
-          socklen_t len = sizeof err;
-          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          try {
+            await(fd, false, attempt_deadline, "connect to", "tcp_stream", address);
+            socklen_t len = sizeof err;
+            ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          } catch (const timeout_error&) {
+            if (addresses.size() == 1) throw;
+            err = ETIMEDOUT;
+          }
         }
       }
-      if (err == 0) return s;
+      if (err == 0) return tcp_stream(std::exchange(guard.fd, -1), address);
     }
     last_error = err;
-    tried += (tried.empty() ? "" : "; ") + describe(r.addr) + ": " + std::strerror(err);
+    last_timed_out = err == ETIMEDOUT;
+    tried +=
+        (tried.empty() ? "" : "; ") + describe(r.addr) + ": " + (last_timed_out ? "timed out" : std::strerror(err));
   }
   if (addresses.size() == 1) fail("connect to", address, last_error);
+  if (last_timed_out) {
+    throw timeout_error("connect to " + address + ": timed out (tried " + tried + ")", address, ETIMEDOUT);
+  }
   throw error("connect to " + address + ": " + std::strerror(last_error) + " (tried " + tried + ")", address,
               last_error);
 }

@@ -70,7 +70,8 @@ class TENDRIL_API tcp_stream {
   // name, an IPv4 or IPv6 address, bracketed or not ("::1", "[::1]"). A name is resolved on the thread pool, and
   // every address it resolves to is tried in turn until one accepts ("localhost": 127.0.0.1, then ::1), as Python's
   // socket.create_connection does; the error of a failure then names each address tried and its reason. `timeout`
-  // covers the whole call: resolving the name and every attempt.
+  // covers the whole call: resolving the name and every attempt, each attempt but the last taking at most an equal
+  // share of the time left (so an address that never answers leaves time for the next).
   static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;
