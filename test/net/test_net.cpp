@@ -46,6 +46,19 @@ tendril::task<void> echo_server(tcp_listener& l, int connections = 1) {
 
 std::string port_address(std::uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 
+// A connected pair on loopback: `s` and its `peer`, accepted from `listener`.
+struct loopback_pair {
+  tcp_listener listener = tcp_listener::bind("127.0.0.1", 0);
+  tcp_stream s = tcp_stream::connect("127.0.0.1", listener.port(), 5s);
+  tcp_stream peer = listener.accept(5s);
+};
+
+// Makes `s` wait once (a read that times out), so that it is registered with this thread's reactor from then on.
+void watch_once(tcp_stream& s) {
+  char c;
+  CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);
+}
+
 }  // namespace
 
 TEST_SUITE("net") {
@@ -448,13 +461,11 @@ TEST_CASE("closing a listener or stream that another task waits on wakes it with
 
 TEST_CASE("a socket stays registered between waits: data that comes while nobody waits is read, and so is a burst") {
   tendril::run([] {
-    auto l = tcp_listener::bind("127.0.0.1", 0);
-    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
-    auto peer = l.accept(5s);
+    auto [l, s, peer] = loopback_pair{};
     char buf[8];
     // A wait that times out leaves the socket watched (edge-triggered); the data written next comes while no task
     // waits (the sleep lets the loop see it): the next read takes it without waiting for another edge.
-    CHECK_THROWS_AS(s.read(buf, 1, 20ms), tendril::net::timeout_error);
+    watch_once(s);
     peer.write_all("ab");
     tendril::sleep_for(20ms);
     CHECK(s.read(buf, 1, generous(5s)) == 1);
@@ -481,11 +492,9 @@ TEST_CASE("a socket stays registered between waits: data that comes while nobody
 
 TEST_CASE("wait_readable on a net socket with unread data returns at once (it need not follow EAGAIN)") {
   tendril::run([] {
-    auto l = tcp_listener::bind("127.0.0.1", 0);
-    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
-    auto peer = l.accept(5s);
+    auto [l, s, peer] = loopback_pair{};
+    watch_once(s);
     char c;
-    CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // watched from now on
     peer.write_all("xy");
     CHECK(s.read(&c, 1, generous(5s)) == 1);  // "y" stays unread, and no edge will come for it
     const stopwatch sw;
@@ -500,13 +509,11 @@ TEST_CASE("wait_readable on a net socket with unread data returns at once (it ne
 
 TEST_CASE("a wait that need not suspend is still a cancellation point") {
   tendril::run([] {
-    auto l = tcp_listener::bind("127.0.0.1", 0);
-    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
-    auto peer = l.accept(5s);
+    auto [l, s, peer] = loopback_pair{};
     std::optional<tendril::task<int>> self;
-    auto t = tendril::spawn([&] {
+    auto t = tendril::spawn([&, &s = s, &peer = peer] {
       char c;
-      CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // watched from now on
+      watch_once(s);
       peer.write_all("a");
       tendril::sleep_for(20ms);                 // the edge comes while nobody waits
       CHECK(s.read(&c, 1, generous(5s)) == 1);  // no wait: the data is there
@@ -537,11 +544,9 @@ TEST_CASE("a wait that need not suspend is still a cancellation point") {
 
 TEST_CASE("a socket closed on another thread: its fd number, reused here, is waited on afresh") {
   tendril::run([] {
-    auto l = tcp_listener::bind("127.0.0.1", 0);
-    auto s = tcp_stream::connect("127.0.0.1", l.port(), 5s);
-    auto peer = l.accept(5s);
+    auto [l, s, peer] = loopback_pair{};
+    watch_once(s);  // registered on this thread
     char c;
-    CHECK_THROWS_AS(s.read(&c, 1, 20ms), tendril::net::timeout_error);  // registered on this thread
     const int number = s.native_handle();
     // Closed through a reference on another thread: this thread's reactor is not told.
     std::thread([&s] { s.close(); }).join();
