@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_time.hpp"
 #include "tendril/http.hpp"
 #include "tendril/scheduler.hpp"
 #include "tendril/wait.hpp"
@@ -77,13 +78,6 @@ struct figures {
   std::size_t failed = 0;
   std::uint64_t bytes = 0;
 };
-
-double cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto tv = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
-  return tv(ru.ru_utime) + tv(ru.ru_stime);
-}
 
 long max_rss_kib() {
   rusage ru{};

@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_time.hpp"
 #include "tendril/net.hpp"
 #include "tendril/scheduler.hpp"
 
@@ -39,13 +40,6 @@ namespace {
 
 constexpr char message[] = "0123456789abcdef";
 constexpr std::size_t message_size = sizeof message - 1;
-
-double cpu_seconds() {
-  rusage u{};
-  ::getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
 
 struct figures {
   double wall = 0;

@@ -44,7 +44,7 @@ class fd_generations {
 
   // The counter of `fd` (0 <= fd < limit), its chunk allocated if need be.
   static std::atomic<std::uint32_t>& of(int fd) {
-    std::atomic<chunk*>& slot = table()[static_cast<std::size_t>(fd >> chunk_bits)];
+    std::atomic<chunk*>& slot = table()[chunk_index(fd)];
     chunk* c = slot.load(std::memory_order_acquire);
     if (c == nullptr) {
       auto fresh = std::make_unique<chunk>();
@@ -52,23 +52,28 @@ class fd_generations {
         c = fresh.release();
       }  // else another thread installed one: `c` is it, `fresh` is freed
     }
-    return (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))];
+    return (*c)[index_in_chunk(fd)];
   }
   // The counter of `fd` without allocating its chunk (0 if there is none).
   static std::uint32_t peek(int fd) noexcept {
-    if (fd < 0 || fd >= limit) return 0;
-    chunk* c = table()[static_cast<std::size_t>(fd >> chunk_bits)].load(std::memory_order_acquire);
-    return c != nullptr ? (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))].load() : 0;
+    std::atomic<std::uint32_t>* counter = existing(fd);
+    return counter != nullptr ? counter->load() : 0;
   }
   // Bumps the counter of `fd` if its chunk exists (no chunk: no kept registration was ever made in its range).
   static void bump(int fd) noexcept {
-    if (fd < 0 || fd >= limit) return;
-    chunk* c = table()[static_cast<std::size_t>(fd >> chunk_bits)].load(std::memory_order_acquire);
-    if (c != nullptr) (*c)[static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1))].fetch_add(1);
+    if (std::atomic<std::uint32_t>* counter = existing(fd)) counter->fetch_add(1);
   }
 
  private:
   using chunk = std::array<std::atomic<std::uint32_t>, std::size_t{1} << chunk_bits>;
+  static std::size_t chunk_index(int fd) noexcept { return static_cast<std::size_t>(fd >> chunk_bits); }
+  static std::size_t index_in_chunk(int fd) noexcept { return static_cast<std::size_t>(fd & ((1 << chunk_bits) - 1)); }
+  // The counter of `fd` if its chunk exists (null if not, or if `fd` is outside the table).
+  static std::atomic<std::uint32_t>* existing(int fd) noexcept {
+    if (fd < 0 || fd >= limit) return nullptr;
+    chunk* c = table()[chunk_index(fd)].load(std::memory_order_acquire);
+    return c != nullptr ? &(*c)[index_in_chunk(fd)] : nullptr;
+  }
   static std::array<std::atomic<chunk*>, chunks>& table() noexcept {
     static std::array<std::atomic<chunk*>, chunks> t{};  // trivially destructible: usable until the very end
     return t;

@@ -91,7 +91,11 @@ void close_fd(int fd) noexcept {
   throw timeout_error(op + " " + address + ": timed out", address, ETIMEDOUT);
 }
 
-void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+// (Sockets tendril makes are non-blocking already: one fcntl() to see it, none to set it.)
+void set_nonblocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
 
 struct resolved {
   sockaddr_storage addr{};

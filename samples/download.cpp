@@ -516,14 +516,18 @@ constexpr const char* usage_line =
   std::exit(2);
 }
 
+bool is_control(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return u < 0x20 || u == 0x7f;
+}
+
 // "http://a\x01b": control characters (a NUL byte in a file of URLs, say) made visible.
 std::string escaped(std::string_view s) {
   std::string out;
   for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
+    if (is_control(c)) {
       char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", u);
+      std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
       out += buf;
     } else {
       out += c;
@@ -532,7 +536,7 @@ std::string escaped(std::string_view s) {
   return out;
 }
 
-bool has_control_char(std::string_view s) { return escaped(s) != s; }
+bool has_control_char(std::string_view s) { return std::any_of(s.begin(), s.end(), is_control); }
 
 struct settings {
   std::size_t parallel = 16;

@@ -27,6 +27,7 @@
 // Closing: close(), destroying the object, move-assigning another socket to it, or moving its socket out to
 // another object wakes the tasks of its thread waiting on it with net::error "... was closed while waiting"; they
 // never touch the object again. (A close from another thread does not wake them.)
+// Threads: a socket may be handed to another thread and used there, while no task waits on it.
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once
 
@@ -75,7 +76,7 @@ class TENDRIL_API tcp_stream {
   static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;
-  // Takes ownership of a connected socket (made non-blocking here).
+  // Takes ownership of a connected socket (made non-blocking here): from now on only this object closes it.
   tcp_stream(int fd, std::string peer);
   tcp_stream(tcp_stream&& other) noexcept;
   tcp_stream& operator=(tcp_stream&& other) noexcept;
@@ -95,6 +96,8 @@ class TENDRIL_API tcp_stream {
   void shutdown();
   void close() noexcept;
   bool is_open() const noexcept { return fd_ >= 0; }
+  // The socket, for setsockopt(), getsockname() or tendril::wait_readable(). Close it only through close(): its
+  // thread's event loop keeps it registered between waits, and learns of a close only from this object.
   int native_handle() const noexcept { return fd_; }
   // "host:port" of the peer.
   const std::string& peer() const noexcept { return peer_; }
@@ -122,6 +125,7 @@ class TENDRIL_API tcp_listener {
   std::uint16_t port() const noexcept { return port_; }
   const std::string& address() const noexcept { return address_; }
   void close() noexcept;
+  // The listening socket (as tcp_stream::native_handle(): close it only through close()).
   int native_handle() const noexcept { return fd_; }
 
  private:

@@ -459,18 +459,25 @@ TEST_CASE("closing a listener or stream that another task waits on wakes it with
   });
 }
 
-TEST_CASE("a socket stays registered between waits: data that comes while nobody waits is read, and so is a burst") {
+TEST_CASE("a socket stays registered between waits: an edge that came while nobody waited, then ping-pong") {
   tendril::run([] {
     auto [l, s, peer] = loopback_pair{};
-    char buf[8];
-    // A wait that times out leaves the socket watched (edge-triggered); the data written next comes while no task
-    // waits (the sleep lets the loop see it): the next read takes it without waiting for another edge.
+    // A wait that times out leaves the socket watched (edge-triggered). The "a" written next comes while no task
+    // waits (the sleep lets the loop see its edge), and is read without a wait; the read after it finds nothing
+    // (EAGAIN) but that edge: it must try again and then wait for the "b" still to come, neither spinning on the
+    // old edge (the writer could never run) nor missing the new one (the read would time out).
     watch_once(s);
-    peer.write_all("ab");
+    peer.write_all("a");
     tendril::sleep_for(20ms);
+    char buf[2];
     CHECK(s.read(buf, 1, generous(5s)) == 1);
-    CHECK(s.read(buf + 1, 1, generous(5s)) == 1);  // the rest of what came, with no new edge
+    auto writer = tendril::spawn([&, &peer = peer] {
+      tendril::sleep_for(20ms);
+      peer.write_all("b");
+    });
+    CHECK(s.read(buf + 1, 1, generous(5s)) == 1);
     CHECK(std::string(buf, 2) == "ab");
+    writer.get();
     // Ping-pong: every read waits after EAGAIN, and wakes on the next edge.
     auto echo = tendril::spawn([&] {
       char c;
@@ -510,35 +517,26 @@ TEST_CASE("wait_readable on a net socket with unread data returns at once (it ne
 TEST_CASE("a wait that need not suspend is still a cancellation point") {
   tendril::run([] {
     auto [l, s, peer] = loopback_pair{};
-    std::optional<tendril::task<int>> self;
+    std::optional<tendril::task<bool>> self;
     auto t = tendril::spawn([&, &s = s, &peer = peer] {
-      char c;
       watch_once(s);
-      peer.write_all("a");
-      tendril::sleep_for(20ms);                 // the edge comes while nobody waits
-      CHECK(s.read(&c, 1, generous(5s)) == 1);  // no wait: the data is there
-      int thrown = 0;
-      self->cancel();  // pending: delivered at the next suspension point
-      try {
-        s.read(&c, 1, generous(5s));  // EAGAIN, and the edge seen: would return at once and try again
-      } catch (const tendril::task_cancelled&) {
-        ++thrown;
-      }
       peer.write_all("bc");
-      tendril::sleep_for(20ms);
+      char c;
       CHECK(s.read(&c, 1, generous(5s)) == 1);  // "b"; "c" stays unread
-      self->cancel();
+      self->cancel();                           // pending: delivered at the next suspension point
+      bool thrown = false;
       try {
-        tendril::wait_readable(s.native_handle(), generous(5s));  // ready by level: would return at once
+        // Ready by level: returns at once without suspending. The old code suspended (and so threw) here.
+        tendril::wait_readable(s.native_handle(), generous(5s));
       } catch (const tendril::task_cancelled&) {
-        ++thrown;
+        thrown = true;
       }
       CHECK(s.read(&c, 1, generous(5s)) == 1);  // and nothing was lost
       CHECK(c == 'c');
       return thrown;
     });
     self = t;
-    CHECK(t.get() == 2);  // the old code (no immediate returns) threw both times too
+    CHECK(t.get());
   });
 }
 
@@ -738,7 +736,8 @@ TEST_CASE("an address that never answers leaves time for the next: \"localhost\"
     const stopwatch sw;
     auto s = tcp_stream::connect("localhost", l4.port(), 3s);
     CHECK(sw.elapsed() >= 1500ms);  // the 127.0.0.1 attempt's share
-    CHECK(sw.elapsed() < 2800ms);   // not the whole timeout: the ::1 attempt needs only a moment
+    // Not the whole timeout: the ::1 attempt needs only a moment (checked where nothing slows the process down).
+    if (slack() == 1.0) CHECK(sw.elapsed() < 2800ms);
     auto accepted = l6->accept(generous(5s));
     CHECK(accepted.peer().rfind("[::1]:", 0) == 0);
     // Both silent: the timeout_error names both attempts.

@@ -356,7 +356,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif head == "huge-length-chunked" and arg is not None:
                 n = int(arg)
                 self._start(200, 2**64, "application/octet-stream", extra={"Transfer-Encoding": "chunked"})
-                body = bytes((i * 7 + 3) % 256 for i in range(n))
+                body = (PATTERN[:256] * (n // 256 + 1))[:n]  # the pattern from phase 0
                 self._write(b"%x\r\n" % n + body + b"\r\n0\r\n\r\n")
             elif head == "huge-length" and arg is not None:
                 n = int(arg)
