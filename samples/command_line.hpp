@@ -3,6 +3,8 @@
 #pragma once
 
 #include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +23,19 @@ std::optional<T> parse_number(std::string_view v, T lo, T hi) {
   const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
   if (ec != std::errc() || end != v.data() + v.size() || !(n >= lo && n <= hi)) return std::nullopt;
   return n;
+}
+
+// A usage error: "PROGRAM: WHY", the usage line (and `more`, if any) on standard error, then exit status 2.
+[[noreturn]] inline void usage_failure(const char* program, const std::string& why, const char* usage_line,
+                                       const char* more = "") {
+  std::fprintf(stderr, "%s: %s\n%s%s", program, why.c_str(), usage_line, more);
+  std::exit(2);
+}
+
+// The reason for usage_failure() when an option's value does not parse: bad value for --port: "x" (expected ...).
+inline std::string bad_value(std::string_view option, std::string_view value, std::string_view expected) {
+  return "bad value for " + std::string(option) + ": \"" + std::string(value) + "\" (expected " +
+         std::string(expected) + ")";
 }
 
 // Why a request failed, for the person at the command line: libcurl's message and the library's hint, except

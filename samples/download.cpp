@@ -510,10 +510,8 @@ constexpr const char* usage_line =
   std::exit(0);
 }
 
-// A usage error: to standard error, exit status 2.
 [[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr, "download: %s\n%s       (download --help for more)\n", why.c_str(), usage_line);
-  std::exit(2);
+  sample::usage_failure("download", why, usage_line, "       (download --help for more)\n");
 }
 
 bool is_control(char c) {
@@ -582,9 +580,7 @@ settings parse(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after " + a);
       return argv[++i];
     };
-    auto bad = [&](const std::string& v, const char* expected) {
-      usage("bad value for " + a + ": \"" + escaped(v) + "\" (expected " + expected + ")");
-    };
+    auto bad = [&](const std::string& v, const char* expected) { usage(sample::bad_value(a, escaped(v), expected)); };
     if (a == "-j" || a == "--jobs") {
       std::string v = value();
       auto n = sample::parse_number<std::uint64_t>(v, 1, 10000);

@@ -110,11 +110,7 @@ std::string page(int i) {
 
 constexpr const char* usage_line = "usage: fetch_many [-k] [--timeout S] [URL ...]\n";
 
-// A usage error: to standard error, exit status 2.
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr, "fetch_many: %s\n%s", why.c_str(), usage_line);
-  std::exit(2);
-}
+[[noreturn]] void usage(const std::string& why) { sample::usage_failure("fetch_many", why, usage_line); }
 
 }  // namespace
 
@@ -130,7 +126,7 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value after --timeout");
       const std::string v = argv[++i];
       const auto seconds = sample::parse_number(std::string_view(v), 0.0, 1e6);
-      if (!seconds) usage("bad value for --timeout: \"" + v + "\" (expected seconds, from 0 to 1000000)");
+      if (!seconds) usage(sample::bad_value("--timeout", v, "seconds, from 0 to 1000000"));
       timeout = *seconds;
     } else if (a == "-h" || a == "--help") {
       std::printf(

@@ -54,11 +54,7 @@ namespace {
 constexpr const char* usage_line =
     "usage: slow_server [--port P] [--dir DIR] [--delay S] [--quiet] [--until-stdin-eof]\n";
 
-// A usage error: to standard error, exit status 2.
-[[noreturn]] void usage(const std::string& why) {
-  std::fprintf(stderr, "slow_server: %s\n%s", why.c_str(), usage_line);
-  std::exit(2);
-}
+[[noreturn]] void usage(const std::string& why) { sample::usage_failure("slow_server", why, usage_line); }
 
 // Waits (suspending only this task) until fd has data, then reads it. Pipes and terminals go through the
 // reactor; a regular file or /dev/null (which epoll refuses) never blocks, so it is read directly.
@@ -88,14 +84,14 @@ int main(int argc, char** argv) {
     if (a == "--port") {
       std::string v = value();
       auto p = sample::parse_number<int>(v, 0, 65535);
-      if (!p) usage("bad value for --port: \"" + v + "\" (expected 0 to 65535)");
+      if (!p) usage(sample::bad_value("--port", v, "0 to 65535"));
       port = *p;
     } else if (a == "--dir") {
       dir = value();
     } else if (a == "--delay") {
       std::string v = value();
       auto d = sample::parse_number<double>(v, 0, 3600);
-      if (!d) usage("bad value for --delay: \"" + v + "\" (expected seconds, from 0 to 3600)");
+      if (!d) usage(sample::bad_value("--delay", v, "seconds, from 0 to 3600"));
       delay = *d;
     } else if (a == "--quiet") {
       quiet = true;
