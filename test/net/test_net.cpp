@@ -53,6 +53,31 @@ struct loopback_pair {
   tcp_stream peer = listener.accept(5s);
 };
 
+// A listener on ::1 (port 0: any free one), or none where the machine has no IPv6 loopback (or the port is
+// taken there), said in a MESSAGE.
+std::optional<tcp_listener> ipv6_listener(std::uint16_t port = 0, int backlog = 4096) {
+  try {
+    return tcp_listener::bind("::1", port, backlog);
+  } catch (const tendril::net::error& e) {
+    MESSAGE("no IPv6 loopback listener on this machine (", e.what(), "): its checks are skipped");
+    return std::nullopt;
+  }
+}
+
+// Connects to host:port until a connect times out: the listener's accept queue is then full, and it drops new
+// SYNs, so that further connects neither succeed nor fail. The connections made must stay open.
+std::vector<tcp_stream> fill_accept_queue(std::string_view host, std::uint16_t port) {
+  std::vector<tcp_stream> fillers;
+  for (int i = 0; i < 16; ++i) {
+    try {
+      fillers.push_back(tcp_stream::connect(host, port, 200ms));
+    } catch (const tendril::net::timeout_error&) {
+      break;  // full
+    }
+  }
+  return fillers;
+}
+
 // Makes `s` wait once (a read that times out), so that it is registered with this thread's reactor from then on.
 void watch_once(tcp_stream& s) {
   char c;
@@ -671,13 +696,8 @@ TEST_CASE("replacing or destroying a socket another task waits on wakes it with 
 
 TEST_CASE("an IPv6 address may be written bracketed, as address() and peer() write it") {
   tendril::run([] {
-    std::optional<tcp_listener> l;
-    try {
-      l.emplace(tcp_listener::bind("::1", 0));
-    } catch (const tendril::net::error& e) {
-      MESSAGE("no IPv6 loopback on this machine (", e.what(), "): nothing to check");
-      return;
-    }
+    std::optional<tcp_listener> l = ipv6_listener();
+    if (!l) return;
     CHECK(l->address() == "[::1]:" + std::to_string(l->port()));
     auto s = tcp_stream::connect("[::1]", l->port(), 5s);  // the old code said "unknown host"
     CHECK(s.peer() == l->address());
@@ -693,13 +713,8 @@ TEST_CASE("connect tries every address of a name: \"localhost\" reaches a listen
     CHECK(v4.accept(generous(5s)).is_open());
     auto looked_up = tcp_stream::connect("127.1", v4.port(), 5s);  // through getaddrinfo (see the timeout test)
     CHECK(v4.accept(generous(5s)).is_open());
-    std::optional<tcp_listener> v6;
-    try {
-      v6.emplace(tcp_listener::bind("::1", 0));
-    } catch (const tendril::net::error& e) {
-      MESSAGE("no IPv6 loopback on this machine (", e.what(), "): the ::1 half is not checked");
-      return;
-    }
+    std::optional<tcp_listener> v6 = ipv6_listener();
+    if (!v6) return;  // the ::1 half is not checked
     // Nothing listens on 127.0.0.1 at that port (ports are per family): the old code, which tried 127.0.0.1 only,
     // said "Connection refused".
     auto s6 = tcp_stream::connect("localhost", v6->port(), 5s);
@@ -716,21 +731,9 @@ TEST_CASE("an address that never answers leaves time for the next: \"localhost\"
   tendril::run([] {
     // 127.0.0.1: a listener whose accept queue is full, which drops new SYNs (see the connect timeout test).
     auto l4 = tcp_listener::bind("127.0.0.1", 0, 1);
-    std::optional<tcp_listener> l6;
-    try {
-      l6.emplace(tcp_listener::bind("::1", l4.port()));
-    } catch (const tendril::net::error& e) {
-      MESSAGE("no IPv6 loopback, or its port is taken (", e.what(), "): nothing to check");
-      return;
-    }
-    std::vector<tcp_stream> fillers;
-    for (int i = 0; i < 16; ++i) {
-      try {
-        fillers.push_back(tcp_stream::connect("127.0.0.1", l4.port(), 200ms));
-      } catch (const tendril::net::timeout_error&) {
-        break;  // full
-      }
-    }
+    std::optional<tcp_listener> l6 = ipv6_listener(l4.port());
+    if (!l6) return;
+    const auto fillers = fill_accept_queue("127.0.0.1", l4.port());
     // The old code spent the whole timeout on 127.0.0.1 (the ::1 attempt then had none left; on loopback it may
     // still get through); now that attempt gets half, and the ::1 one the other half.
     const stopwatch sw;
@@ -743,14 +746,7 @@ TEST_CASE("an address that never answers leaves time for the next: \"localhost\"
     // Both silent: the timeout_error names both attempts.
     l6.reset();
     auto l6_full = tcp_listener::bind("::1", l4.port(), 1);
-    std::vector<tcp_stream> fillers6;
-    for (int i = 0; i < 16; ++i) {
-      try {
-        fillers6.push_back(tcp_stream::connect("::1", l4.port(), 200ms));
-      } catch (const tendril::net::timeout_error&) {
-        break;
-      }
-    }
+    const auto fillers6 = fill_accept_queue("::1", l4.port());
     try {
       tcp_stream::connect("localhost", l4.port(), 400ms);
       FAIL("connected");
