@@ -5,6 +5,7 @@
 //   spawn+join           spawn a task and join it, one at a time   vs boost::fibers::fiber(fn).join()
 //                        (Boost's default stack allocator: fixedsize_stack, 128 KiB malloc'd per fiber)
 //   yield ping-pong      two tasks calling tendril::yield()        vs two fibers calling this_fiber::yield()
+//                        (and a ring of 100 of each, yielding in turn)
 //   channel ping-pong    a round trip through two channels         vs buffered_channel / unbuffered_channel
 //   cross-thread wake    a std::thread fulfils a promise a task waits on, the task acknowledges: round trips
 //                                                                  vs boost::fibers::promise / future
@@ -32,8 +33,8 @@
 //   build/bench/bench_tasks --case NAME tendril|boost [N]
 //                                      one side of one case, N operations, no warm-up pairs (for profiling, e.g.
 //                                      under valgrind --tool=callgrind); NAME: spawn-join, spawn-batch (100),
-//                                      spawn-batch-1000, yield, channel, rendezvous, cross-thread. Prints ns per
-//                                      operation.
+//                                      spawn-batch-1000, yield, yield-ring, channel, rendezvous, cross-thread. Prints
+//                                      ns per operation.
 #include <unistd.h>
 
 #include <boost/fiber/all.hpp>
@@ -164,33 +165,34 @@ double boost_spawn_batch(int n, int batch) {
   });
 }
 
-// ---- yield ping-pong ------------------------------------------------------------------------------------------------
+// ---- yield ping-pong, and a ring of tasks yielding in turn -----------------------------------------------------------
 
-// ns per yield() (each yield is one switch to the other task).
-double tendril_yield(int n) {
-  return on_thread([n] {
-    auto body = [n] {
-      for (int i = 0; i < n; ++i) tendril::yield();
+// ns per yield() (each yield is one switch to the next task): `tasks` tasks each yielding n / tasks times.
+double tendril_yield(int n, int tasks = 2) {
+  return on_thread([n, tasks] {
+    const int each = n / tasks;
+    auto body = [each] {
+      for (int i = 0; i < each; ++i) tendril::yield();
     };
-    auto a = tendril::spawn(body);
-    auto b = tendril::spawn(body);
+    std::vector<tendril::task<void>> ts;
+    for (int i = 0; i < tasks; ++i) ts.push_back(tendril::spawn(body));
     auto start = bench_clock::now();
-    a.join();
-    b.join();
-    return ns_since(start, 2.0 * n);
+    for (auto& t : ts) t.join();
+    return ns_since(start, static_cast<double>(each) * tasks);
   });
 }
 
-double boost_yield(int n) {
-  return on_thread([n] {
-    auto body = [n] {
-      for (int i = 0; i < n; ++i) boost::this_fiber::yield();
+double boost_yield(int n, int tasks = 2) {
+  return on_thread([n, tasks] {
+    const int each = n / tasks;
+    auto body = [each] {
+      for (int i = 0; i < each; ++i) boost::this_fiber::yield();
     };
     auto start = bench_clock::now();
-    boost::fibers::fiber a(body), b(body);
-    a.join();
-    b.join();
-    return ns_since(start, 2.0 * n);
+    std::vector<boost::fibers::fiber> fs;
+    for (int i = 0; i < tasks; ++i) fs.emplace_back(body);
+    for (auto& f : fs) f.join();
+    return ns_since(start, static_cast<double>(each) * tasks);
   });
 }
 
@@ -480,6 +482,8 @@ int single_case_main(int argc, char** argv) {
     ns = t ? tendril_spawn_batch(n, 1000) : boost_spawn_batch(n, 1000);
   } else if (name == "yield") {
     ns = t ? tendril_yield(n) : boost_yield(n);
+  } else if (name == "yield-ring") {
+    ns = t ? tendril_yield(n, 100) : boost_yield(n, 100);
   } else if (name == "channel") {
     ns = t ? tendril_channel(n, 1) : boost_channel<boost::fibers::buffered_channel<int>>(n, [] {
       return std::make_unique<boost::fibers::buffered_channel<int>>(2);
@@ -528,12 +532,16 @@ int main(int argc, char** argv) {
     print_ratio("1000 spawned, then joined", t, b, "ns/task", 1.3);
   }
 
-  std::printf("yield ping-pong (two tasks)\n");
+  std::printf("yield ping-pong (two tasks), and a ring of 100 tasks yielding in turn\n");
   {
     const int n = 1000000 / scale;
     auto [b, t] = best_of(
         reps, [&] { return boost_yield(n); }, [&] { return tendril_yield(n); });
     print_ratio("yield", t, b, "ns/yield", 1.2);
+    // Many parked contexts at the same depth: what stack colouring is for (see lib/stack_pool.hpp).
+    std::tie(b, t) = best_of(
+        reps, [&] { return boost_yield(n, 100); }, [&] { return tendril_yield(n, 100); });
+    print_ratio("yield, a ring of 100 tasks", t, b, "ns/yield", 1.2);
   }
 
   std::printf("channel ping-pong (round trips)\n");

@@ -85,10 +85,12 @@ void continuation::unwind() noexcept {
 continuation continuation::create(std::size_t stack_size, body_fn body, void* arg, stack_label* label) {
   const stack_block b = allocate_stack(stack_size);
   if (label != nullptr) label_stack(*label, b);
-  // The record at the top, then a 64-byte gap and the context's first frame below it (as Boost's create_fiber1()).
+  // The record at the top (below the stack's colour, see stack_pool.hpp), then a 64-byte gap and the context's
+  // first frame below it (as Boost's create_fiber1()).
   constexpr std::uintptr_t record_align = 64;
-  auto* rec = ::new (reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(b.top) - sizeof(context_record)) &
-                                             ~(record_align - 1))) context_record{body, arg, b, false};
+  char* at = b.top - stack_colour(b) - sizeof(context_record);
+  at -= reinterpret_cast<std::uintptr_t>(at) & (record_align - 1);
+  auto* rec = ::new (static_cast<void*>(at)) context_record{body, arg, b, false};
   char* sp = reinterpret_cast<char*>(rec) - 64;
   const std::size_t size = static_cast<std::size_t>(sp - (b.top - b.size));
   continuation c;

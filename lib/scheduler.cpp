@@ -445,10 +445,13 @@ void wait_queue::notify_all() noexcept {
 
 namespace {
 
-// A task's exec_context lives at the very top of its stack, above Boost's context record: launch() constructs it
-// (on the spawning thread, before anyone else can see the task) and the stack allocator destroys it when Boost
-// releases the stack, after the fiber has terminated (or without it ever running).
+// A task's exec_context lives at the top of its stack (below the stack's colour), above Boost's context record:
+// launch() constructs it (on the spawning thread, before anyone else can see the task) and the stack allocator
+// destroys it when Boost releases the stack, after the fiber has terminated (or without it ever running).
 constexpr std::size_t exec_context_reserve = (sizeof(exec_context) + 255) & ~std::size_t{255};
+
+static_assert(exec_context_reserve + max_stack_colour <= 4096,
+              "a task's exec_context and its stack colour stay in the top page (deallocate() finds the top from that)");
 
 // Boost.Fiber stack allocator over the tendril stack pool. Boost only deallocates through it (launch() allocates
 // the stack itself); the stack_context it hands back lies below the task's exec_context.
@@ -457,7 +460,10 @@ class task_stack_allocator {
   void deallocate(boost::context::stack_context& sc) noexcept {
     char* below = static_cast<char*>(sc.sp);
     std::launder(reinterpret_cast<exec_context*>(below))->~exec_context();
-    free_stack(stack_block{below + exec_context_reserve, sc.size + exec_context_reserve});
+    // The stack's top is the page boundary above (the colour and the reserve stay below a page).
+    const std::uintptr_t page = stack_guard_size;
+    char* const top = below + ((page - reinterpret_cast<std::uintptr_t>(below) % page) % page);
+    free_stack(stack_block{top, static_cast<std::size_t>(top - (below - sc.size))});
   }
 };
 
@@ -528,7 +534,8 @@ struct task_runner {
     // before the handle exists: cancel() always finds it, and a task needs no handshake with cancel() when it
     // starts.
     stack_block b = allocate_stack(stack_size);
-    auto* ctx = new (b.top - exec_context_reserve) exec_context();
+    const std::size_t colour = stack_colour(b);  // see stack_pool.hpp
+    auto* ctx = new (b.top - colour - exec_context_reserve) exec_context();
     ctx->task = state.get();
     const char* guard_high = b.top - b.size;
     ctx->label.guard_low = guard_high - stack_guard_size;
@@ -552,12 +559,14 @@ struct task_runner {
     // reference the scheduler releases once the fiber has terminated, attached to this thread's scheduler and
     // made ready (launch::post).
     using context_t = boost::fibers::worker_context<void (*)(exec_context*), exec_context*>;
-    char* const sp = b.top - exec_context_reserve;
+    char* const sp = b.top - colour - exec_context_reserve;
     boost::context::stack_context sctx;
     sctx.sp = sp;
-    sctx.size = b.size - exec_context_reserve;
+    sctx.size = b.size - colour - exec_context_reserve;
     char* const record = sp - sizeof(context_t);
-    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 0xff);  // 256-byte aligned, as Boost does
+    // Aligned to a cache line (Boost's make_worker_context_with_properties() aligns to 256 bytes, which would
+    // undo half of the 128-byte colour steps; the record itself needs 8).
+    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 63);
     const std::size_t size = static_cast<std::size_t>(static_cast<char*>(storage) - (sp - sctx.size));
     // The fiber gets a plain pointer: self_ keeps the state alive while the task runs (one reference count
     // update less on each side than passing a shared_ptr).

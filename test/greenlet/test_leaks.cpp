@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,22 @@ TEST_CASE("a running greenlet holds a stack; it goes back to the pool when the g
   }
   CHECK(stack_pool_statistics().in_use == before.in_use);
   CHECK(stack_pool_statistics().mapped == before.mapped);
+}
+
+// Stack colouring (lib/stack_pool.hpp): suspended greenlets do not all sit at the same offset in a page.
+TEST_CASE("greenlet stacks are coloured: suspended greenlets sit at different page offsets") {
+  std::vector<std::uintptr_t> offsets;
+  std::vector<greenlet> gs;
+  for (int i = 0; i < 32; ++i) {
+    gs.emplace_back([&offsets] {
+      offsets.push_back(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) % 4096);
+      switch_to_parent();
+    });
+    gs.back().switch_();
+  }
+  REQUIRE(offsets.size() == 32);
+  std::sort(offsets.begin(), offsets.end());
+  CHECK(std::unique(offsets.begin(), offsets.end()) - offsets.begin() >= 4);
 }
 
 TEST_CASE("20,000 suspended greenlets dropped: each receives greenlet_exit and unwinds") {

@@ -1,6 +1,7 @@
 // Tasks: spawn, get, join, done, name, start order, stacks, many tasks, sleeping and yielding order.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -350,6 +351,43 @@ TEST_CASE("a joined batch's stacks are reused by the next batch") {
       CHECK(tendril::stack_pool_statistics().mapped <= batch + batch / 4);
       for (auto& t : ts) t.join();
       CHECK(tendril::stack_pool_statistics().in_use <= 1);  // the last task may still be switching away
+    }
+  }).join();
+}
+
+// Stack colouring (lib/stack_pool.hpp): tasks parked at the same depth do not all sit at the same offset in a
+// page, and a coloured stack still goes back to the pool whole (its size class found again, its top where it was:
+// a wrong top would shift the next user's stack onto the guard page, which touching most of it would hit).
+TEST_CASE("task stacks are coloured: parked tasks sit at different page offsets, and every stack goes back whole") {
+  std::thread([] {
+    for (const std::size_t size : {std::size_t{16} * 1024, std::size_t{64} * 1024, std::size_t{256} * 1024}) {
+      CAPTURE(size);
+      std::vector<std::uintptr_t> offsets;
+      std::size_t mapped_after_first = 0;
+      for (int round = 0; round < 2; ++round) {
+        std::vector<tendril::task<void>> ts;
+        for (int i = 0; i < 32; ++i) {
+          ts.push_back(tendril::spawn(
+              [&offsets, size, round] {
+                if (round == 0) offsets.push_back(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) % 4096);
+                // Touch all but the top 8 KiB: the record, the colour (at most 1,920 bytes) and the frames above.
+                const std::size_t n = size - 8 * 1024;
+                auto* buf = static_cast<volatile char*>(__builtin_alloca(n));
+                for (std::size_t k = 0; k < n; k += 512) buf[k] = 1;
+                tendril::yield();
+              },
+              {.name = {}, .stack_size = size}));
+        }
+        for (auto& t : ts) t.join();
+        tendril::yield();  // let the last finished fiber be released
+        const tendril::stack_pool_stats st = tendril::stack_pool_statistics();
+        CHECK(st.in_use == 0);
+        if (round == 0) mapped_after_first = st.mapped;
+        if (round == 1) CHECK(st.mapped == mapped_after_first);  // the second round reused every stack
+      }
+      std::sort(offsets.begin(), offsets.end());
+      const auto distinct = std::unique(offsets.begin(), offsets.end()) - offsets.begin();
+      CHECK(distinct >= 4);  // 32 stacks over 8 (16 KiB) or 16 colours
     }
   }).join();
 }
