@@ -698,7 +698,7 @@ class temp_file {
     // The data reaches the disk before the file appears under its final name: after a crash or a power loss the
     // destination holds the old file or the whole new one, never the new name over missing data (a file system
     // with delayed allocation may otherwise commit the rename before the data). One call per download; the
-    // directory is not synced, so a crash right after the rename may still find the old file there.
+    // directory is flushed after the rename (sync_directory()).
     // Writing a big file out takes a while (a quarter of a second for 256 MiB on this machine's disk, seconds on
     // a slow one), so the flush runs on the thread pool and only the downloading task waits for it, not the
     // thread's other tasks and transfers. It gets a duplicate of the descriptor, so that a task cancelled while
@@ -722,9 +722,34 @@ class temp_file {
     }
     std::filesystem::rename(path_, dest_);
     committed_ = true;
+    sync_directory();
   }
 
  private:
+  // Flushes the destination's directory to disk (fsync), so that the rename is durable too: once download()
+  // returns, a crash or a power loss no longer brings back the old file (or no file). On the thread pool, like the
+  // data. The file is already complete under its final name, so a failure is reported but removes nothing (there
+  // is no old file left to restore); a file system that cannot sync a directory (EINVAL) has nothing to flush.
+  // A task cancelled while it waits for this flush has its complete file in place. A directory the process may
+  // write to but not read (mode -wx) cannot be opened to be flushed, and is not.
+  void sync_directory() {
+    const std::filesystem::path dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
+    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir_fd < 0 && errno == EACCES) return;  // a directory we may write to but not read: it cannot be flushed
+    int err = dir_fd < 0 ? errno : run_in_thread([dir_fd] {
+      const int e = ::fsync(dir_fd) == 0 ? 0 : errno;
+      ::close(dir_fd);
+      return e;
+    });
+    if (err == EINVAL) err = 0;
+    if (err != 0) {
+      throw_file_error(
+          "the download is complete under its final name, but flushing its directory to disk (fsync) failed: a crash "
+          "may still lose the new name",
+          dest_, err);
+    }
+  }
+
   std::filesystem::path dest_;
   std::filesystem::path path_;
   int fd_ = -1;

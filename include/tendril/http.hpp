@@ -313,7 +313,8 @@ class TENDRIL_API session {
   // is an existing directory, symbolic link, device, FIFO or socket (only a regular file is replaced) or has no file
   // name, or its directory is missing, not a directory or not writable; and when the temporary file cannot be written
   // or flushed to disk (it is fdatasync()ed before the rename, so a completed download is durable before it appears
-  // under its final name).
+  // under its final name). After the rename its directory is flushed too (fsync), so that the new name is durable
+  // once download() returns; if that flush fails, the error says so, and the complete file stays in place.
   download_result download(std::string_view url, const std::filesystem::path& to, const options& o = {});
   // Starts a GET and returns once the response headers are in (without waiting for the body); read the body with
   // stream::read(). Throws http::error if the request fails before the headers arrive (later failures are thrown

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,34 +17,54 @@
 
 using namespace http_test;
 
-// fdatasync() as libtendril.so calls it: this executable's definition interposes libc's (test_http is linked with
-// export_dynamic so that the library's reference binds to it). It counts the calls, notes the file each was for,
-// and fails with fdatasync_errno when that is set; otherwise it does the real system call, after sleeping
-// fdatasync_delay_ms (a slow disk).
+// fdatasync() and fsync() as libtendril.so calls them: this executable's definitions interpose libc's (test_http is
+// linked with export_dynamic so that the library's references bind to them). Each counts its calls, notes the file
+// or directory of the last one, and fails with its `fail_with` errno when that is set; otherwise it does the real
+// system call, after sleeping `delay_ms` (a slow disk).
 namespace {
-std::atomic<int> fdatasync_calls{0};
-std::atomic<int> fdatasync_errno{0};
-std::atomic<int> fdatasync_delay_ms{0};
-std::mutex fdatasync_mutex;
-std::string fdatasync_path;  // the file of the last call (guarded by fdatasync_mutex)
+struct interposed_sync {
+  std::atomic<int> calls{0};
+  std::atomic<int> fail_with{0};
+  std::atomic<int> delay_ms{0};
+  std::mutex mutex;
+  std::string path;  // the file of the last call (guarded by mutex)
+
+  int call(int fd, long sys) {
+    ++calls;
+    char target[PATH_MAX];
+    const std::string link = "/proc/self/fd/" + std::to_string(fd);
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+    {
+      std::lock_guard<std::mutex> lk(mutex);
+      path.assign(target, n > 0 ? static_cast<std::size_t>(n) : 0);
+    }
+    if (const int e = fail_with.load()) {
+      errno = e;
+      return -1;
+    }
+    if (const int ms = delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return static_cast<int>(::syscall(sys, fd));
+  }
+  std::string last_path() {
+    std::lock_guard<std::mutex> lk(mutex);
+    return path;
+  }
+};
+interposed_sync fdatasyncs;
+interposed_sync fsyncs;
+
+// Makes every call of `s` fail with `err` for its lifetime.
+struct failing_syncs {
+  interposed_sync& s;
+  failing_syncs(interposed_sync& which, int err) : s(which) { s.fail_with = err; }
+  ~failing_syncs() { s.fail_with = 0; }
+  failing_syncs(const failing_syncs&) = delete;
+  failing_syncs& operator=(const failing_syncs&) = delete;
+};
 }  // namespace
 
-extern "C" int fdatasync(int fd) {
-  ++fdatasync_calls;
-  char target[PATH_MAX];
-  const std::string link = "/proc/self/fd/" + std::to_string(fd);
-  const ssize_t n = ::readlink(link.c_str(), target, sizeof target);
-  {
-    std::lock_guard<std::mutex> lk(fdatasync_mutex);
-    fdatasync_path.assign(target, n > 0 ? static_cast<std::size_t>(n) : 0);
-  }
-  if (const int e = fdatasync_errno.load()) {
-    errno = e;
-    return -1;
-  }
-  if (const int ms = fdatasync_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-  return static_cast<int>(::syscall(SYS_fdatasync, fd));
-}
+extern "C" int fdatasync(int fd) { return fdatasyncs.call(fd, SYS_fdatasync); }
+extern "C" int fsync(int fd) { return fsyncs.call(fd, SYS_fsync); }
 
 TEST_CASE("a successful download writes exactly the body under the destination name") {
   temp_dir dir;
@@ -305,19 +326,26 @@ TEST_CASE("a download into a bad directory fails at once, without waiting for a 
   CHECK(dir.entries().size() == (why == std::errc::not_a_directory ? 1U : 0U));
 }
 
+// The filesystem_error a download of 300,000 bytes to `to` throws (none, and a failed check, if it succeeds).
+std::optional<fs::filesystem_error> failed_download(const fs::path& to) {
+  try {
+    http::download(url("/bytes/300000"), to);
+  } catch (const fs::filesystem_error& e) {
+    return e;
+  }
+  FAIL_CHECK("no exception");
+  return std::nullopt;
+}
+
 TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a failed flush leaves no file") {
   temp_dir dir;
   const fs::path to = dir.path / "out.bin";
   SUBCASE("one fdatasync, on the temporary file, before it gets the final name") {
-    const int before = fdatasync_calls.load();
+    const int before = fdatasyncs.calls.load();
     auto r = http::download(url("/bytes/300000"), to);
     CHECK(r.bytes == 300000);
-    CHECK(fdatasync_calls.load() == before + 1);
-    std::string synced;
-    {
-      std::lock_guard<std::mutex> lk(fdatasync_mutex);
-      synced = fdatasync_path;
-    }
+    CHECK(fdatasyncs.calls.load() == before + 1);
+    const std::string synced = fdatasyncs.last_path();
     // The temporary file's name: the flush came before the rename.
     CHECK(fs::path(synced).parent_path() == fs::canonical(dir.path));  // /proc/self/fd names are resolved
     CHECK(fs::path(synced).filename().string().rfind(".out.bin.part-", 0) == 0);
@@ -326,22 +354,47 @@ TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a fa
   }
   SUBCASE("a failing fdatasync is an error that removes the temporary file and keeps the old file") {
     { std::ofstream(to) << "keep me"; }
-    struct fail_flushes {
-      fail_flushes() { fdatasync_errno = EIO; }
-      ~fail_flushes() { fdatasync_errno = 0; }
-    } failing;
-    const int before = fdatasync_calls.load();
-    try {
-      http::download(url("/bytes/300000"), to);
-      FAIL("no exception");
-    } catch (const fs::filesystem_error& e) {
-      CHECK(e.code() == std::errc::io_error);
-      CHECK(e.path1() == to);
-      CHECK(contains(e.what(), to.string()));
-    }
-    CHECK(fdatasync_calls.load() == before + 1);
+    failing_syncs failing(fdatasyncs, EIO);
+    const int before = fdatasyncs.calls.load();
+    const auto e = failed_download(to);
+    REQUIRE(e);
+    CHECK(e->code() == std::errc::io_error);
+    CHECK(e->path1() == to);
+    CHECK(contains(e->what(), to.string()));
+    CHECK(fdatasyncs.calls.load() == before + 1);
     CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
     CHECK(read_file(to) == "keep me");
+  }
+}
+
+TEST_CASE("after the rename the download's directory is flushed to disk (fsync), so the new name is durable too") {
+  temp_dir dir;
+  const fs::path to = dir.path / "out.bin";
+  SUBCASE("one fsync, on the destination's directory") {
+    const int before = fsyncs.calls.load();
+    http::download(url("/bytes/1000"), to);
+    CHECK(fsyncs.calls.load() == before + 1);
+    CHECK(fs::path(fsyncs.last_path()) == fs::canonical(dir.path));
+  }
+  SUBCASE(
+      "a failing directory flush is an error naming the destination; the complete file stays, the old one is gone") {
+    { std::ofstream(to) << "old"; }
+    failing_syncs failing(fsyncs, EIO);
+    const auto e = failed_download(to);
+    REQUIRE(e);
+    CHECK(e->code() == std::errc::io_error);
+    CHECK(e->path1() == to);
+    CHECK(contains(e->what(), "complete under its final name"));
+    CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+    CHECK(read_file(to) == expected_bytes(300000));
+  }
+  SUBCASE("a file system that cannot flush a directory (EINVAL) is no error") {
+    failing_syncs failing(fsyncs, EINVAL);
+    const int before = fsyncs.calls.load();
+    auto r = http::download(url("/bytes/1000"), to);
+    CHECK(r.bytes == 1000);
+    CHECK(fsyncs.calls.load() == before + 1);
+    CHECK(read_file(to) == expected_bytes(1000));
   }
 }
 
@@ -350,8 +403,8 @@ TEST_CASE("a slow flush to disk holds up only the downloading task, not the thre
   // every task and transfer of the thread for that long; it runs on the thread pool instead.
   temp_dir dir;
   struct slow_flushes {
-    slow_flushes() { fdatasync_delay_ms = 1000; }
-    ~slow_flushes() { fdatasync_delay_ms = 0; }
+    slow_flushes() { fdatasyncs.delay_ms = 1000; }
+    ~slow_flushes() { fdatasyncs.delay_ms = 0; }
   } slow;
   int ticks = 0;
   bool done = false;
