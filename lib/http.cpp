@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -661,6 +662,29 @@ void check_destination(const std::filesystem::path& to) {
   }
 }
 
+// Runs flush(fd) (fdatasync, fsync) on the thread pool, suspending only the calling task, and returns its errno
+// (0: success). Takes `fd` over: it is closed once the job has run, or at once if the job could not be queued
+// (run_in_thread threw), never while the job may still use it (a task cancelled while it waits leaves the job
+// running, and the job closes it).
+template <class Flush>
+int flush_on_pool(int fd, Flush flush) {
+  struct owned_fd {
+    int fd;
+    explicit owned_fd(int f) noexcept : fd(f) {}
+    owned_fd(const owned_fd&) = delete;
+    owned_fd& operator=(const owned_fd&) = delete;
+    ~owned_fd() { ::close(fd); }
+  };
+  std::shared_ptr<owned_fd> owned;
+  try {
+    owned = std::make_shared<owned_fd>(fd);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  return run_in_thread([owned, flush] { return flush(owned->fd) == 0 ? 0 : errno; });
+}
+
 // A temporary file beside the destination, removed unless committed. mkostemp() creates it 0600; commit() gives
 // it the mode a file created the usual way gets (0666 less the umask), as curl -o or an ofstream would.
 class temp_file {
@@ -707,11 +731,7 @@ class temp_file {
     if (dup_fd < 0) {
       throw_file_error("cannot flush the download to disk (dup)", dest_, path_, errno);
     }
-    const int flush_errno = run_in_thread([dup_fd] {
-      const int err = ::fdatasync(dup_fd) == 0 ? 0 : errno;
-      ::close(dup_fd);
-      return err;
-    });
+    const int flush_errno = flush_on_pool(dup_fd, [](int fd) { return ::fdatasync(fd); });
     if (flush_errno != 0) {
       throw_file_error("cannot flush the download to disk (fdatasync)", dest_, path_, flush_errno);
     }
@@ -736,11 +756,7 @@ class temp_file {
     const std::filesystem::path dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
     const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0 && errno == EACCES) return;  // a directory we may write to but not read: it cannot be flushed
-    int err = dir_fd < 0 ? errno : run_in_thread([dir_fd] {
-      const int e = ::fsync(dir_fd) == 0 ? 0 : errno;
-      ::close(dir_fd);
-      return e;
-    });
+    int err = dir_fd < 0 ? errno : flush_on_pool(dir_fd, [](int fd) { return ::fsync(fd); });
     if (err == EINVAL) err = 0;
     if (err != 0) {
       throw_file_error(

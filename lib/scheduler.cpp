@@ -450,7 +450,7 @@ namespace {
 // destroys it when Boost releases the stack, after the fiber has terminated (or without it ever running).
 constexpr std::size_t exec_context_reserve = (sizeof(exec_context) + 255) & ~std::size_t{255};
 
-static_assert(exec_context_reserve + max_stack_colour <= 4096,
+static_assert(exec_context_reserve + max_stack_colour < 4096,
               "a task's exec_context and its stack colour stay in the top page (deallocate() finds the top from that)");
 
 // Boost.Fiber stack allocator over the tendril stack pool. Boost only deallocates through it (launch() allocates
@@ -460,9 +460,10 @@ class task_stack_allocator {
   void deallocate(boost::context::stack_context& sc) noexcept {
     char* below = static_cast<char*>(sc.sp);
     std::launder(reinterpret_cast<exec_context*>(below))->~exec_context();
-    // The stack's top is the page boundary above (the colour and the reserve stay below a page).
-    const std::uintptr_t page = stack_guard_size;
-    char* const top = below + ((page - reinterpret_cast<std::uintptr_t>(below) % page) % page);
+    // The stack's top is the 4 KiB boundary above: tops are page-aligned, and the colour and the reserve stay
+    // below 4 KiB (a constant, not stack_guard_size: that is initialised dynamically in another file).
+    constexpr std::uintptr_t at_least_a_page = 4096;
+    char* const top = below + (at_least_a_page - reinterpret_cast<std::uintptr_t>(below) % at_least_a_page);
     free_stack(stack_block{top, static_cast<std::size_t>(top - (below - sc.size))});
   }
 };
@@ -564,9 +565,8 @@ struct task_runner {
     sctx.sp = sp;
     sctx.size = b.size - colour - exec_context_reserve;
     char* const record = sp - sizeof(context_t);
-    // Aligned to a cache line (Boost's make_worker_context_with_properties() aligns to 256 bytes, which would
-    // undo half of the 128-byte colour steps; the record itself needs 8).
-    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 63);
+    static_assert(alignof(context_t) <= 256);
+    void* storage = record - (reinterpret_cast<std::uintptr_t>(record) & 0xff);  // 256-byte aligned, as Boost does
     const std::size_t size = static_cast<std::size_t>(static_cast<char*>(storage) - (sp - sctx.size));
     // The fiber gets a plain pointer: self_ keeps the state alive while the task runs (one reference count
     // update less on each side than passing a shared_ptr).
