@@ -541,7 +541,7 @@ int main(int argc, char** argv) {
     // Many parked contexts at the same depth: what stack colouring is for (see lib/stack_pool.hpp).
     std::tie(b, t) = best_of(
         reps, [&] { return boost_yield(n, 100); }, [&] { return tendril_yield(n, 100); });
-    print_ratio("yield, a ring of 100 tasks", t, b, "ns/yield", 1.2);
+    print_ratio("yield, a ring of 100 tasks", t, b, "ns/yield", 0);  // no target: the yield target is for two
   }
 
   std::printf("channel ping-pong (round trips)\n");
