@@ -28,8 +28,8 @@
 #   small: tendril >= 0.9x raw requests/s and CPU per request <= 1.2x raw
 #   big:   tendril >= 0.95x raw throughput, resident memory bounded
 # Measured on this 2-core VM (pinned, targets on the median of 7 paired rounds; see docs/http.md for more):
-#   small: tendril get() 0.846x-0.967x requests/s (median 0.920x, met in six of seven runs) and 1.024x-1.183x CPU per
-#          request (met in all seven) in seven runs of 0.7.2 (session 11); 0.777x-1.078x requests/s (median 0.901x, met
+#   small: tendril get() 0.846x-0.983x requests/s (median 0.920x, met in nine of ten runs) and 1.016x-1.183x CPU per
+#          request (met in all ten) in ten runs of 0.7.2 (session 11); 0.777x-1.078x requests/s (median 0.901x, met
 #          in five of ten runs) and 1.045x-1.153x CPU per request (met in all ten) in ten runs of 0.7.1 (session 10); 0.818x-1.023x requests/s (median 0.884x, met
 #          in three of ten runs) and 1.06x-1.22x CPU per request (met in nine) in ten runs of 0.7.0 (session 9); 0.855x, 0.871x, 0.897x and 1.14x-1.18x in three runs of 0.6.0
 #          (session 8; the requests/s target missed, the CPU target met); 0.861x-0.962x requests/s and 1.07x-1.16x CPU per request over six runs of 0.5.0 (the
