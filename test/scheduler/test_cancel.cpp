@@ -244,6 +244,15 @@ TEST_CASE("cancelled tasks are not reported as unhandled exceptions") {
   CHECK(cap.reports.empty());
 }
 
+// The racing tests below cancel a task from another thread in a loop. A task cancelled before it ever runs never
+// runs (as in asyncio), so the first cancel() must come after the task has started: otherwise it ends at once and
+// the test waits 30 s for catches that cannot come (seen once under ASan).
+namespace {
+void wait_until_started(const std::atomic<bool>& started) {
+  while (!started.load()) std::this_thread::yield();
+}
+}  // namespace
+
 TEST_CASE("cancel() from another thread racing a task that parks and catches task_cancelled in a loop") {
   // cancel() can find a task's waiter published but not yet armed with a waker; it must then only record the
   // outcome (it used to wake an empty waker and crash).
@@ -252,12 +261,13 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
     MESSAGE("skipped under valgrind: this race needs two threads really running at once");
     return;
   }
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, started{false};
   std::atomic<long> caught{0};
   tendril::promise<tendril::task<void>> handle;
   auto fut = handle.get_future();
   std::thread canceller([&] {
     auto t = fut.get();
+    wait_until_started(started);
     // Two seconds of cancels at least (the race window is a few instructions wide: it took seconds to hit), and
     // until the task has caught some (under valgrind, threads take turns: give the task's thread the CPU too).
     const auto start = std::chrono::steady_clock::now();
@@ -275,6 +285,7 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
   });
   tendril::run([&] {
     auto t = tendril::spawn([&] {
+      started = true;
       while (!stop.load()) {
         try {
           tendril::sleep_until(std::chrono::steady_clock::now());
@@ -297,13 +308,14 @@ TEST_CASE("cancel() from another thread racing a task that waits without a deadl
     MESSAGE("skipped under valgrind: this race needs two threads really running at once");
     return;
   }
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, started{false};
   std::atomic<long> caught{0}, got{0};
   tendril::promise<tendril::task<void>> handle;
   auto fut = handle.get_future();
   tendril::channel<int> ch(1);
   std::thread other([&] {
     auto t = fut.get();
+    wait_until_started(started);
     const auto start = std::chrono::steady_clock::now();
     for (long i = 0;; ++i) {
       const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -317,6 +329,7 @@ TEST_CASE("cancel() from another thread racing a task that waits without a deadl
   });
   tendril::run([&] {
     auto t = tendril::spawn([&] {
+      started = true;
       while (!stop.load()) {
         try {
           if (ch.pop()) got++;
