@@ -627,6 +627,11 @@ mode_t current_umask() {
   return mask;
 }
 
+// The directory a download to `to` is written in (".": a bare file name).
+std::filesystem::path directory_of(const std::filesystem::path& to) {
+  return to.has_parent_path() ? to.parent_path() : std::filesystem::path(".");
+}
+
 // Rejects, before anything is sent (and before waiting for a slot of the session), a destination the download
 // could never be written to: a path that names a directory (an existing one, or one with no file name such as
 // "dir/"), or whose directory is missing, not a directory, or not writable. Without this, a directory destination
@@ -654,7 +659,7 @@ void check_destination(const std::filesystem::path& to) {
                        EEXIST);
     }
   }
-  const std::filesystem::path dir = to.has_parent_path() ? to.parent_path() : std::filesystem::path(".");
+  const std::filesystem::path dir = directory_of(to);
   if (::stat(dir.c_str(), &st) != 0) throw_file_error("cannot download into this directory", dir, errno);
   if (!S_ISDIR(st.st_mode)) throw_file_error("cannot download into this directory", dir, ENOTDIR);
   if (::faccessat(AT_FDCWD, dir.c_str(), W_OK | X_OK, AT_EACCESS) != 0) {
@@ -690,7 +695,7 @@ int flush_on_pool(int fd, Flush flush) {
 class temp_file {
  public:
   explicit temp_file(const std::filesystem::path& dest) : dest_(dest) {
-    std::filesystem::path dir = dest.has_parent_path() ? dest.parent_path() : std::filesystem::path(".");
+    const std::filesystem::path dir = directory_of(dest);
     // ".NAME.part-XXXXXX" adds 13 bytes to the name: a name that fits the file system's limit (NAME_MAX, 255 on
     // Linux) but not with them is cut (at a UTF-8 character's start, for file systems that insist on valid
     // UTF-8), so that only the final name decides whether a download can be saved.
@@ -753,8 +758,7 @@ class temp_file {
   // A task cancelled while it waits for this flush has its complete file in place. A directory the process may
   // write to but not read (mode -wx) cannot be opened to be flushed, and is not.
   void sync_directory() {
-    const std::filesystem::path dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
-    const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int dir_fd = ::open(directory_of(dest_).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd < 0 && errno == EACCES) return;  // a directory we may write to but not read: it cannot be flushed
     int err = dir_fd < 0 ? errno : flush_on_pool(dir_fd, [](int fd) { return ::fsync(fd); });
     if (err == EINVAL) err = 0;

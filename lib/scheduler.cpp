@@ -451,20 +451,18 @@ namespace {
 constexpr std::size_t exec_context_reserve = (sizeof(exec_context) + 255) & ~std::size_t{255};
 
 static_assert(exec_context_reserve + max_stack_colour < 4096,
-              "a task's exec_context and its stack colour stay in the top page (deallocate() finds the top from that)");
+              "a task's exec_context and its stack colour stay in the top page (the one faulted in up front)");
 
 // Boost.Fiber stack allocator over the tendril stack pool. Boost only deallocates through it (launch() allocates
 // the stack itself); the stack_context it hands back lies below the task's exec_context.
 class task_stack_allocator {
  public:
   void deallocate(boost::context::stack_context& sc) noexcept {
-    char* below = static_cast<char*>(sc.sp);
-    std::launder(reinterpret_cast<exec_context*>(below))->~exec_context();
-    // The stack's top is the 4 KiB boundary above: tops are page-aligned, and the colour and the reserve stay
-    // below 4 KiB (a constant, not stack_guard_size: that is initialised dynamically in another file).
-    constexpr std::uintptr_t at_least_a_page = 4096;
-    char* const top = below + (at_least_a_page - reinterpret_cast<std::uintptr_t>(below) % at_least_a_page);
-    free_stack(stack_block{top, static_cast<std::size_t>(top - (below - sc.size))});
+    auto* ctx = std::launder(reinterpret_cast<exec_context*>(sc.sp));
+    // The whole stack, as its label (made by launch()) records it: the colour and the reserve lie above sc.sp.
+    const stack_block b{const_cast<char*>(ctx->label.guard_high) + ctx->label.size, ctx->label.size};
+    ctx->~exec_context();
+    free_stack(b);
   }
 };
 
