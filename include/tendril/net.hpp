@@ -27,7 +27,11 @@
 // Closing: close(), destroying the object, move-assigning another socket to it, or moving its socket out to
 // another object wakes the tasks of its thread waiting on it with net::error "... was closed while waiting"; they
 // never touch the object again. (A close from another thread does not wake them.)
-// Threads: a socket may be handed to another thread and used there, while no task waits on it.
+// Threads: a socket may be handed to another thread and used there, while no task waits on it, by moving its object
+// there (the move unregisters it from the first thread's event loop). An object shared between threads (a
+// shared_ptr) keeps the socket registered with the first thread that waited on it until it is closed: that thread
+// then wakes for its traffic, and once another thread has closed it, polls its event loop each round instead of
+// sleeping when it has nothing else to watch.
 // Host names are resolved on the thread pool (getaddrinfo blocks), numeric addresses directly.
 #pragma once
 
@@ -69,10 +73,12 @@ class TENDRIL_API tcp_stream {
  public:
   // Connects to host:port. Throws net::error (refused, unreachable, unknown host) or net::timeout_error. `host`: a
   // name, an IPv4 or IPv6 address, bracketed or not ("::1", "[::1]"). A name is resolved on the thread pool, and
-  // every address it resolves to is tried in turn until one accepts ("localhost": 127.0.0.1, then ::1), as Python's
-  // socket.create_connection does; the error of a failure then names each address tried and its reason. `timeout`
-  // covers the whole call: resolving the name and every attempt, each attempt but the last taking at most an equal
-  // share of the time left (so an address that never answers leaves time for the next).
+  // every address it resolves to is tried in turn until one accepts, as Python's socket.create_connection does.
+  // "localhost" is not looked up (/etc/hosts is not read for it): it is 127.0.0.1, then ::1, as libcurl has it.
+  // With more than one address, the error of a failure names each address tried and its reason, and its type is
+  // the last attempt's (timeout_error only if the last one timed out). `timeout` covers the whole call: resolving
+  // the name and every attempt, each attempt but the last taking at most an equal share of the time left (so an
+  // address that never answers leaves time for the next).
   static tcp_stream connect(std::string_view host, std::uint16_t port, std::optional<duration> timeout = std::nullopt);
 
   tcp_stream() = default;

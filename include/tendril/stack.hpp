@@ -24,7 +24,9 @@ namespace tendril {
 
 // Options for the stack of one greenlet or task.
 struct stack_options {
-  // Usable size in bytes, rounded up to whole pages; 0 means default_stack_size().
+  // Size in bytes, rounded up to whole pages; 0 means default_stack_size(). Nearly all of it is usable: the
+  // greenlet's record and its stack colour (an offset that keeps stacks from sharing cache sets: at most a
+  // sixteenth of the size, and 1,792 bytes) take the top.
   std::size_t size = 0;
   // Name used in the stack-overflow message; empty means "greenlet" or the task's name.
   std::string name;

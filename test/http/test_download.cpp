@@ -27,7 +27,9 @@ struct interposed_sync {
   std::atomic<int> fail_with{0};
   std::atomic<int> delay_ms{0};
   std::mutex mutex;
-  std::string path;  // the file of the last call (guarded by mutex)
+  std::string path;          // the file of the last call (guarded by mutex)
+  std::string probe;         // a file to look for at each call (guarded by mutex; empty: none)
+  bool probe_found = false;  // whether `probe` existed at the last call (guarded by mutex)
 
   int call(int fd, long sys) {
     ++calls;
@@ -37,6 +39,7 @@ struct interposed_sync {
     {
       std::lock_guard<std::mutex> lk(mutex);
       path.assign(target, n > 0 ? static_cast<std::size_t>(n) : 0);
+      probe_found = !probe.empty() && ::access(probe.c_str(), F_OK) == 0;
     }
     if (const int e = fail_with.load()) {
       errno = e;
@@ -53,13 +56,13 @@ struct interposed_sync {
 interposed_sync fdatasyncs;
 interposed_sync fsyncs;
 
-// Makes every call of `s` fail with `err` for its lifetime.
-struct failing_syncs {
-  interposed_sync& s;
-  failing_syncs(interposed_sync& which, int err) : s(which) { s.fail_with = err; }
-  ~failing_syncs() { s.fail_with = 0; }
-  failing_syncs(const failing_syncs&) = delete;
-  failing_syncs& operator=(const failing_syncs&) = delete;
+// Sets `knob` (an interposer's fail_with or delay_ms) to `value` for its lifetime, then back to 0.
+struct scoped_knob {
+  std::atomic<int>& knob;
+  scoped_knob(std::atomic<int>& k, int value) : knob(k) { knob = value; }
+  ~scoped_knob() { knob = 0; }
+  scoped_knob(const scoped_knob&) = delete;
+  scoped_knob& operator=(const scoped_knob&) = delete;
 };
 }  // namespace
 
@@ -354,7 +357,7 @@ TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a fa
   }
   SUBCASE("a failing fdatasync is an error that removes the temporary file and keeps the old file") {
     { std::ofstream(to) << "keep me"; }
-    failing_syncs failing(fdatasyncs, EIO);
+    scoped_knob failing(fdatasyncs.fail_with, EIO);
     const int before = fdatasyncs.calls.load();
     const auto e = failed_download(to);
     REQUIRE(e);
@@ -370,16 +373,23 @@ TEST_CASE("a download is flushed to disk (fdatasync) before its rename, and a fa
 TEST_CASE("after the rename the download's directory is flushed to disk (fsync), so the new name is durable too") {
   temp_dir dir;
   const fs::path to = dir.path / "out.bin";
-  SUBCASE("one fsync, on the destination's directory") {
+  SUBCASE("one fsync, on the destination's directory, after the rename") {
+    {
+      std::lock_guard<std::mutex> lk(fsyncs.mutex);
+      fsyncs.probe = to.string();
+    }
     const int before = fsyncs.calls.load();
     http::download(url("/bytes/1000"), to);
     CHECK(fsyncs.calls.load() == before + 1);
     CHECK(fs::path(fsyncs.last_path()) == fs::canonical(dir.path));
+    std::lock_guard<std::mutex> lk(fsyncs.mutex);
+    CHECK(fsyncs.probe_found);  // the file had its final name when its directory was flushed
+    fsyncs.probe.clear();
   }
   SUBCASE(
       "a failing directory flush is an error naming the destination; the complete file stays, the old one is gone") {
     { std::ofstream(to) << "old"; }
-    failing_syncs failing(fsyncs, EIO);
+    scoped_knob failing(fsyncs.fail_with, EIO);
     const auto e = failed_download(to);
     REQUIRE(e);
     CHECK(e->code() == std::errc::io_error);
@@ -389,7 +399,7 @@ TEST_CASE("after the rename the download's directory is flushed to disk (fsync),
     CHECK(read_file(to) == expected_bytes(300000));
   }
   SUBCASE("a file system that cannot flush a directory (EINVAL) is no error") {
-    failing_syncs failing(fsyncs, EINVAL);
+    scoped_knob failing(fsyncs.fail_with, EINVAL);
     const int before = fsyncs.calls.load();
     auto r = http::download(url("/bytes/1000"), to);
     CHECK(r.bytes == 1000);
@@ -402,10 +412,7 @@ TEST_CASE("a slow flush to disk holds up only the downloading task, not the thre
   // fdatasync() of a big file takes a while (seconds on a slow disk). On the event loop's thread it would stop
   // every task and transfer of the thread for that long; it runs on the thread pool instead.
   temp_dir dir;
-  struct slow_flushes {
-    slow_flushes() { fdatasyncs.delay_ms = 1000; }
-    ~slow_flushes() { fdatasyncs.delay_ms = 0; }
-  } slow;
+  const scoped_knob slow(fdatasyncs.delay_ms, 1000);
   int ticks = 0;
   bool done = false;
   stopwatch sw;

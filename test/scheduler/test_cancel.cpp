@@ -244,15 +244,6 @@ TEST_CASE("cancelled tasks are not reported as unhandled exceptions") {
   CHECK(cap.reports.empty());
 }
 
-// The racing tests below cancel a task from another thread in a loop. A task cancelled before it ever runs never
-// runs (as in asyncio), so the first cancel() must come after the task has started: otherwise it ends at once and
-// the test waits 30 s for catches that cannot come (seen once under ASan).
-namespace {
-void wait_until_started(const std::atomic<bool>& started) {
-  while (!started.load()) std::this_thread::yield();
-}
-}  // namespace
-
 TEST_CASE("cancel() from another thread racing a task that parks and catches task_cancelled in a loop") {
   // cancel() can find a task's waiter published but not yet armed with a waker; it must then only record the
   // outcome (it used to wake an empty waker and crash).
@@ -267,7 +258,6 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
   auto fut = handle.get_future();
   std::thread canceller([&] {
     auto t = fut.get();
-    wait_until_started(started);
     // Two seconds of cancels at least (the race window is a few instructions wide: it took seconds to hit), and
     // until the task has caught some (under valgrind, threads take turns: give the task's thread the CPU too).
     const auto start = std::chrono::steady_clock::now();
@@ -294,6 +284,9 @@ TEST_CASE("cancel() from another thread racing a task that parks and catches tas
         }
       }
     });
+    // A task cancelled before it runs never runs (as in asyncio): the canceller gets the handle once it has
+    // started, or the task would end at once and the test wait 30 s for catches that cannot come.
+    REQUIRE(yield_until([&] { return started.load(); }));
     handle.set_value(t);
     t.join();
   });
@@ -315,7 +308,6 @@ TEST_CASE("cancel() from another thread racing a task that waits without a deadl
   tendril::channel<int> ch(1);
   std::thread other([&] {
     auto t = fut.get();
-    wait_until_started(started);
     const auto start = std::chrono::steady_clock::now();
     for (long i = 0;; ++i) {
       const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -338,6 +330,9 @@ TEST_CASE("cancel() from another thread racing a task that waits without a deadl
         }
       }
     });
+    // A task cancelled before it runs never runs (as in asyncio): the canceller gets the handle once it has
+    // started, or the task would end at once and the test wait 30 s for catches that cannot come.
+    REQUIRE(yield_until([&] { return started.load(); }));
     handle.set_value(t);
     t.join();
   });

@@ -356,24 +356,21 @@ TEST_CASE("a joined batch's stacks are reused by the next batch") {
 }
 
 // Stack colouring (lib/stack_pool.hpp): tasks parked at the same depth do not all sit at the same offset in a
-// page, and a coloured stack still goes back to the pool whole (its size class found again, its top where it was:
-// a wrong top would shift the next user's stack onto the guard page, which touching most of it would hit).
+// page, and a coloured stack goes back to the pool whole: the second round reuses the first round's stacks (none
+// mapped anew: its size is right) and its tasks' frames sit exactly where the first round's did (its top is right;
+// a wrong one would also change its colour).
 TEST_CASE("task stacks are coloured: parked tasks sit at different page offsets, and every stack goes back whole") {
   std::thread([] {
     for (const std::size_t size : {std::size_t{16} * 1024, std::size_t{64} * 1024, std::size_t{256} * 1024}) {
       CAPTURE(size);
-      std::vector<std::uintptr_t> offsets;
+      std::vector<std::uintptr_t> frames[2];
       std::size_t mapped_after_first = 0;
       for (int round = 0; round < 2; ++round) {
         std::vector<tendril::task<void>> ts;
         for (int i = 0; i < 32; ++i) {
           ts.push_back(tendril::spawn(
-              [&offsets, size, round] {
-                if (round == 0) offsets.push_back(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) % 4096);
-                // Touch all but the top 8 KiB: the record, the colour (at most 1,792 bytes) and the frames above.
-                const std::size_t n = size - 8 * 1024;
-                auto* buf = static_cast<volatile char*>(__builtin_alloca(n));
-                for (std::size_t k = 0; k < n; k += 512) buf[k] = 1;
+              [&frames, round] {
+                frames[round].push_back(reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)));
                 tendril::yield();
               },
               {.name = {}, .stack_size = size}));
@@ -383,8 +380,12 @@ TEST_CASE("task stacks are coloured: parked tasks sit at different page offsets,
         const tendril::stack_pool_stats st = tendril::stack_pool_statistics();
         CHECK(st.in_use == 0);
         if (round == 0) mapped_after_first = st.mapped;
-        if (round == 1) CHECK(st.mapped == mapped_after_first);  // the second round reused every stack
+        if (round == 1) CHECK(st.mapped == mapped_after_first);
+        std::sort(frames[round].begin(), frames[round].end());
       }
+      CHECK(frames[1] == frames[0]);
+      std::vector<std::uintptr_t> offsets;
+      for (const std::uintptr_t f : frames[0]) offsets.push_back(f % 4096);
       std::sort(offsets.begin(), offsets.end());
       const auto distinct = std::unique(offsets.begin(), offsets.end()) - offsets.begin();
       CHECK(distinct >= 3);  // 32 stacks over 4 (16 KiB) or 8 colours
